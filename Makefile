@@ -1,0 +1,51 @@
+# Two commands do all set-up on a fresh machine (each creates or updates .venv):
+#   make demo   - run every stage on the embedded demo data
+#   make test   - lint + the test suite
+PYTHON ?= python3
+VENV ?= .venv
+WORK ?= camsdd-demo
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv demo test test-all lint bench demo-data constraints clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "camsdd needs Python >= 3.10; set PYTHON=python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/camsdd demo --work $(WORK)
+
+test: lint
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: lint
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: venv
+	$(BIN)/python benchmarks/bench_build.py
+
+# Needs Debian's gcompris-qt-data: apt-get install --no-install-recommends gcompris-qt-data
+demo-data: venv
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,demo-data]'
+	$(BIN)/python -m pipeline.demo_data.regenerate
+
+constraints: venv
+	$(BIN)/python -m pip install --quiet -e '.[test,demo-data]'
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^camsdd'; } > constraints.new
+	mv constraints.new constraints.txt
+
+clean:
+	rm -rf $(VENV) $(WORK) .pytest_cache .ruff_cache *.egg-info

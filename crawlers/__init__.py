@@ -1,0 +1,1 @@
+"""Crawlers: one module per image source, behind one small interface (not built yet)."""
