@@ -1,0 +1,165 @@
+"""The camsdd TFDS builder, built for real with Beam on bad and good trees."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from pipeline import beam_options, camsdd_layout
+from tfds_camsdd.camsdd import build_report, camsdd_dataset_builder
+
+from .conftest import CAT_JPEG
+
+
+def build(manual_dir: Path, data_dir: Path) -> tfds.core.DatasetBuilder:
+    builder = camsdd_dataset_builder.Builder(data_dir=str(data_dir))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(
+            manual_dir=str(manual_dir),
+            beam_options=beam.options.pipeline_options.PipelineOptions(
+                [f"--runner={beam_options.LOCAL_RUNNER}"]
+            ),
+        )
+    )
+    return builder
+
+
+def examples(builder, split: str) -> list[dict]:
+    return list(tfds.as_numpy(builder.as_dataset(split=split)))
+
+
+def _plant_bad_images(root: Path, photo_bytes: bytes) -> None:
+    dog = root / "training" / "4_Dog"
+    dog.mkdir()
+    (dog / "truncated.jpg").write_bytes(photo_bytes[: len(photo_bytes) // 3])
+    (dog / "html.jpg").write_bytes(b"<html>Forbidden</html>")
+    cat = Image.open(io.BytesIO(CAT_JPEG.read_bytes()))
+    buffer = io.BytesIO()
+    cat.resize((720, 480)).save(buffer, "JPEG", quality=90)
+    (root / "training" / "1_Portrait" / "big.jpg").write_bytes(buffer.getvalue())
+    buffer = io.BytesIO()
+    cat.convert("L").save(buffer, "PNG")
+    (root / "test" / "1_Portrait" / "gray.png").write_bytes(buffer.getvalue())
+
+
+def test_default_policy_skips_and_repairs_and_reports_each_file(
+    manual_dir, tmp_path, photo_bytes, monkeypatch
+):
+    monkeypatch.delenv(camsdd_dataset_builder.POLICY_ENV, raising=False)
+    _plant_bad_images(manual_dir / "CamSDD", photo_bytes)
+    builder = build(manual_dir, tmp_path / "tfds")
+
+    report = build_report.load(builder.data_dir)
+    assert report["invalid_image_policy"] == "report"
+    assert {(s["path"], s["reason"]) for s in report["skipped"]} == {
+        ("training/4_Dog/truncated.jpg", "corrupt"),
+        ("training/4_Dog/html.jpg", "not_an_image"),
+    }
+    assert report["repaired"] == [
+        {"path": "test/1_Portrait/gray.png", "reason": "not_jpeg:PNG,not_rgb:L"},
+        {"path": "training/1_Portrait/big.jpg", "reason": "wrong_size:720x480"},
+    ]
+    train = report["splits"]["train"]
+    # Nothing lost: found = written + skipped, per split and per class.
+    assert (train["images_found"], train["examples_written"], train["skipped"]) == (7, 5, 2)
+    assert train["class_counts"]["4_Dog"] == 0
+    assert {e["path"] for e in report["ignored"]} == {
+        "training/.DS_Store",
+        "training/9_Mountain/Thumbs.db",
+    }
+    assert builder.info.splits["train"].num_examples == 5
+    assert builder.info.splits["test"].num_examples == 4
+
+    test_examples = {e["id"].decode(): e for e in examples(builder, "test")}
+    gray = test_examples["test/1_Portrait/gray.png"]
+    assert gray["image"].shape == (384, 576, 3) and gray["image"].dtype == np.uint8
+    assert gray["file_name"] == b"gray.png"
+    assert not (builder.data_path / "build_issues-train.jsonl").exists()
+
+
+def test_fail_policy_stops_at_the_named_file(manual_dir, tmp_path, photo_bytes, monkeypatch):
+    monkeypatch.setenv(camsdd_dataset_builder.POLICY_ENV, "fail")
+    dog = manual_dir / "CamSDD" / "training" / "4_Dog"
+    dog.mkdir()
+    (dog / "truncated.jpg").write_bytes(photo_bytes[:5000])
+    with pytest.raises(Exception, match=r"training/4_Dog/truncated.jpg: cannot be used") as error:
+        build(manual_dir, tmp_path / "tfds")
+    assert "CAMSDD_INVALID_IMAGE_POLICY=fail" in str(error.value)
+    assert not list((tmp_path / "tfds").rglob("dataset_info.json"))
+
+
+def test_fail_policy_also_refuses_a_wrong_size(manual_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(camsdd_dataset_builder.POLICY_ENV, "FAIL")
+    Image.new("RGB", (640, 480), "white").save(
+        manual_dir / "CamSDD" / "validation" / "9_Mountain" / "vga.jpg"
+    )
+    with pytest.raises(Exception, match=r"validation/9_Mountain/vga.jpg: is not a 576x384"):
+        build(manual_dir, tmp_path / "tfds")
+
+
+def test_unknown_policy_is_a_clear_error(manual_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv(camsdd_dataset_builder.POLICY_ENV, "ignore")
+    with pytest.raises(ValueError, match=r"CAMSDD_INVALID_IMAGE_POLICY='ignore' is not a policy"):
+        build(manual_dir, tmp_path / "tfds")
+
+
+def test_labels_follow_the_numeric_prefix_unlike_image_folder(manual_dir, tmp_path):
+    builder = build(manual_dir, tmp_path / "tfds")
+    names = builder.info.features["label"].names
+    assert names[:3] == ["Portrait", "Group_portrait", "Kids"] and names[9] == "Waterfall"
+    for example in examples(builder, "train") + examples(builder, "validation"):
+        class_folder = example["id"].decode().split("/")[1]
+        assert example["label"] == int(class_folder.split("_")[0]) - 1
+    waterfall = [e for e in examples(builder, "train") if b"10_Waterfall" in e["id"]]
+    assert [e["label"] for e in waterfall] == [9]
+    # tfds.ImageFolder sorts folder names as strings: 10_Waterfall becomes label 0.
+    folder = tfds.ImageFolder(str(manual_dir / "CamSDD"))
+    assert folder.info.features["label"].names[0] == "10_Waterfall"
+
+
+def test_missing_manual_dir_gives_the_download_instructions(tmp_path):
+    with pytest.raises(AssertionError) as error:
+        build(tmp_path / "not-there", tmp_path / "tfds")
+    assert "does not exist or is empty" in str(error.value)
+    assert "CamSDD.zip" in str(error.value)
+
+
+def test_manual_dir_without_camsdd_is_explained(tmp_path):
+    (tmp_path / "manual" / "photos").mkdir(parents=True)
+    with pytest.raises(camsdd_layout.CamsddLayoutError, match=r"Found: photos/"):
+        build(tmp_path / "manual", tmp_path / "tfds")
+
+
+def test_unknown_class_folder_stops_the_build(manual_dir, tmp_path):
+    (manual_dir / "CamSDD" / "test" / "31_Drones").mkdir()
+    with pytest.raises(camsdd_layout.CamsddLayoutError, match=r"test/31_Drones"):
+        build(manual_dir, tmp_path / "tfds")
+
+
+def test_empty_split_is_refused(manual_dir, tmp_path):
+    shutil.rmtree(manual_dir / "CamSDD" / "validation")
+    (manual_dir / "CamSDD" / "validation").mkdir()
+    with pytest.raises(camsdd_layout.CamsddLayoutError, match=r"validation/ holds no images"):
+        build(manual_dir, tmp_path / "tfds")
+
+
+def test_builds_from_the_release_zip(manual_dir, tmp_path):
+    archive = tmp_path / "zipped" / "CamSDD.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((manual_dir / "CamSDD").rglob("*")):
+            zf.write(path, path.relative_to(manual_dir).as_posix())
+    builder = build(archive.parent, tmp_path / "tfds")
+    counts = {name: split.num_examples for name, split in builder.info.splits.items()}
+    assert counts == {"train": 4, "validation": 2, "test": 3}
+    report = json.loads((builder.data_path / build_report.REPORT_FILE).read_text())
+    assert report["splits"]["test"]["examples_written"] == 3

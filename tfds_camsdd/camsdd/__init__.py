@@ -1,0 +1,1 @@
+"""camsdd dataset."""

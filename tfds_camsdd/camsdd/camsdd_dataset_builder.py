@@ -1,0 +1,228 @@
+"""CamSDD: the Camera Scene Detection Dataset (30 scene classes, 576×384 photos).
+
+Build with ``tfds build camsdd --imports tfds_camsdd --manual_dir M`` (or
+``tfds build camsdd`` from inside ``tfds_camsdd/``). Examples are produced by a
+Beam pipeline, so ``--beam_pipeline_options`` picks DirectRunner or Dataflow.
+
+Invalid images follow the policy in the environment variable
+``CAMSDD_INVALID_IMAGE_POLICY`` (read when the pipeline is built):
+
+* ``report`` (default): an image that decodes but is not a 576×384 RGB JPEG is
+  center-cropped to 3:2, resized to 576×384 and re-encoded; an image that does
+  not decode is skipped. Each such file is named in a warning and in
+  ``build_report.json`` next to the built dataset.
+* ``fail``: the first such image stops the build with an error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+# The environment only: all file IO goes through epath (TFDS's builder test
+# replaces this module's `os` to enforce that).
+from os import environ
+
+import apache_beam as beam
+import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
+
+from pipeline import camsdd_layout, classes, images
+
+from . import build_report
+
+POLICY_ENV = "CAMSDD_INVALID_IMAGE_POLICY"
+POLICIES = ("report", "fail")
+_ISSUES = "issues"
+_COUNTER_NAMESPACE = "camsdd"
+
+
+class InvalidCamsddImageError(ValueError):
+    """An invalid image under the ``fail`` policy; the message names the file."""
+
+
+def invalid_image_policy() -> str:
+    """The policy named by ``CAMSDD_INVALID_IMAGE_POLICY`` (default ``report``)."""
+    policy = environ.get(POLICY_ENV, "report").strip().lower() or "report"
+    if policy not in POLICIES:
+        raise ValueError(
+            f"{POLICY_ENV}={environ[POLICY_ENV]!r} is not a policy; use one of {POLICIES}."
+        )
+    return policy
+
+
+@dataclasses.dataclass
+class CamsddConfig(tfds.core.BuilderConfig):
+    """A CamSDD variant.
+
+    Attributes:
+      extra_splits: names of extra (pseudo-labeled) splits built on top of the
+        official ones. Empty for ``official``; the pseudo-labeling stage adds
+        configs that set it.
+    """
+
+    extra_splits: tuple[str, ...] = ()
+
+
+class _CheckImages(beam.DoFn):
+    """Reads and checks one labeled file; emits an example and/or an issue."""
+
+    def __init__(self, policy: str):
+        self._policy = policy
+
+    def _count(self, split: str, name: str) -> None:
+        beam.metrics.Metrics.counter(_COUNTER_NAMESPACE, f"{split}/{name}").inc()
+
+    def _refuse(self, f: camsdd_layout.LabeledFile, problem: str) -> None:
+        raise InvalidCamsddImageError(
+            f"{f.relative_path}: {problem}. (Stopped because {POLICY_ENV}=fail; unset "
+            "it to skip undecodable images and repair the others, with a report.)"
+        )
+
+    def process(self, f: camsdd_layout.LabeledFile):
+        issue = {"split": f.split, "path": f.relative_path, "class_folder": f.class_folder}
+        try:
+            checked = images.check_camsdd_image(epath.Path(f.path).read_bytes())
+        except (images.InvalidImageError, OSError) as error:
+            reason = getattr(error, "reason", "unreadable")
+            if self._policy == "fail":
+                self._refuse(f, f"cannot be used as an image ({error})")
+            self._count(f.split, f"skipped/{reason}")
+            yield beam.pvalue.TaggedOutput(
+                _ISSUES, {**issue, "action": "skipped", "reason": reason, "detail": str(error)}
+            )
+            return
+        if checked.repairs:
+            if self._policy == "fail":
+                self._refuse(f, "is not a 576x384 RGB JPEG (" + ", ".join(checked.repairs) + ")")
+            self._count(f.split, "repaired")
+            yield beam.pvalue.TaggedOutput(
+                _ISSUES, {**issue, "action": "repaired", "reason": ",".join(checked.repairs)}
+            )
+        self._count(f.split, "examples")
+        yield (
+            f.key,
+            {
+                "image": checked.jpeg,
+                "label": f.label,
+                "id": f.key,
+                "file_name": f.file_name,
+            },
+        )
+
+
+class _ExamplesFromFiles(beam.PTransform):
+    """Labeled files -> (key, example); issues go to a JSON-lines file."""
+
+    def __init__(self, files: list[camsdd_layout.LabeledFile], policy: str, issues_path: str):
+        super().__init__()
+        self._files = files
+        self._policy = policy
+        self._issues_path = issues_path
+
+    def expand(self, pbegin):
+        checked = (
+            pbegin
+            | "ListFiles" >> beam.Create(self._files)
+            | "CheckImages"
+            >> beam.ParDo(_CheckImages(self._policy)).with_outputs(_ISSUES, main="examples")
+        )
+        _ = (
+            checked[_ISSUES]
+            | "IssueToJson" >> beam.Map(json.dumps, sort_keys=True)
+            | "WriteIssues"
+            >> beam.io.WriteToText(self._issues_path, shard_name_template="", num_shards=1)
+        )
+        return checked.examples
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+    """DatasetBuilder for CamSDD."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Official train, validation and test splits."}
+    BUILDER_CONFIGS = [
+        CamsddConfig(
+            name="official",
+            description="The official train, validation and test splits only.",
+        )
+    ]
+    DEFAULT_BUILDER_CONFIG_NAME = "official"
+    MANUAL_DOWNLOAD_INSTRUCTIONS = camsdd_layout.LAYOUT_HELP
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Image(
+                        shape=(images.TARGET_HEIGHT, images.TARGET_WIDTH, 3),
+                        encoding_format="jpeg",
+                    ),
+                    "label": tfds.features.ClassLabel(names=list(classes.CLASS_NAMES)),
+                    "id": tfds.features.Text(
+                        doc="Stable example id: <split>/<class folder>/<file name>."
+                    ),
+                    "file_name": tfds.features.Text(doc="Original file name."),
+                }
+            ),
+            supervised_keys=("image", "label"),
+            homepage="https://people.ee.ethz.ch/~ihnatova/camsdd.html",
+        )
+
+    def _camsdd_root(self, dl_manager: tfds.download.DownloadManager) -> epath.Path:
+        manual_dir = dl_manager.manual_dir
+        try:
+            return camsdd_layout.find_camsdd_root(manual_dir)
+        except camsdd_layout.CamsddLayoutError:
+            archive = manual_dir / "CamSDD.zip"
+            if not archive.exists():
+                raise
+        logging.info("Extracting %s", archive)
+        return camsdd_layout.find_camsdd_root(dl_manager.extract(archive))
+
+    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+        policy = invalid_image_policy()
+        scan = camsdd_layout.scan_camsdd(self._camsdd_root(dl_manager))
+        for split_scan in scan.splits.values():
+            if not split_scan.files:
+                raise camsdd_layout.CamsddLayoutError(
+                    f"{scan.root}/{split_scan.folder}/ holds no images."
+                    f"\n\n{camsdd_layout.LAYOUT_HELP}"
+                )
+        logging.info("%s", scan.summary())
+        for warning in scan.count_warnings():
+            logging.warning("CamSDD layout: %s", warning)
+        self._layout_scan = scan
+        self._policy = policy
+        return {
+            split: self._generate_examples(split_scan.files, policy, str(self._issues_path(split)))
+            for split, split_scan in scan.splits.items()
+        }
+
+    def _generate_examples(self, files, policy, issues_path):
+        """Beam: reads, checks and yields (key, example) for each file."""
+        return _ExamplesFromFiles(files, policy, issues_path)
+
+    def _issues_path(self, split: str) -> epath.Path:
+        return self.data_path / f"build_issues-{split}.jsonl"
+
+    def _process_pipeline_result(self, pipeline_result) -> None:
+        issues = []
+        for split in self._layout_scan.splits:
+            path = self._issues_path(split)
+            if path.exists():
+                issues.extend(json.loads(line) for line in path.read_text().splitlines() if line)
+                path.unlink()
+        counters = build_report.query_counters(pipeline_result, _COUNTER_NAMESPACE)
+        report = build_report.compose(
+            dataset=f"{self.name}/{self.builder_config.name}/{self.version}",
+            scan=self._layout_scan,
+            issues=issues,
+            counters=counters,
+            policy=self._policy,
+        )
+        (self.data_path / build_report.REPORT_FILE).write_text(json.dumps(report, indent=2))
+        for line in build_report.problem_lines(report):
+            logging.warning("CamSDD build: %s", line)
+        logging.info("%s", build_report.render_text(report))
