@@ -1,0 +1,60 @@
+"""The ``camsdd`` command: one entry point, one subcommand per stage.
+
+Each stage module adds its subcommand through ``add_parser(subparsers)`` and
+sets ``func``; every stage works in the same ``--work`` directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from pipeline import __version__, camsdd_layout, demo
+
+
+def _check(args: argparse.Namespace) -> int:
+    try:
+        root = camsdd_layout.find_camsdd_root(args.root)
+        scan = camsdd_layout.scan_camsdd(root)
+    except camsdd_layout.CamsddLayoutError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(scan.summary())
+    for warning in scan.count_warnings():
+        print(f"  warning: {warning}")
+    return 0
+
+
+def _add_check_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="check a CamSDD folder before building: splits, class folders, counts",
+        description="Scans a CamSDD folder (or a manual dir holding CamSDD/ ) without "
+        "decoding images: reports image counts per split against the official release, "
+        "empty classes, ignored files, and fails on unknown class folders.",
+    )
+    parser.add_argument("root", help="CAMSDD_ROOT, or a folder that holds CamSDD/")
+    parser.set_defaults(func=_check)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="camsdd",
+        description="Grow CamSDD with crawled, pseudo-labeled images; build it with "
+        "`tfds build camsdd --imports tfds_camsdd`.",
+    )
+    parser.add_argument("--version", action="version", version=f"camsdd {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo.add_parser(subparsers)
+    _add_check_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The commands a user types, run as subprocesses: tfds build (both ways), camsdd."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import tensorflow_datasets as tfds
+
+from pipeline import beam_options
+
+from .conftest import DEMO_CAMSDD, DUMMY_DATA, REPO
+
+BIN = Path(sys.executable).parent
+LOCAL = f"--beam_pipeline_options={beam_options.local_options()}"
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def split_counts(data_dir: Path) -> dict[str, int]:
+    builder = tfds.builder_from_directory(str(data_dir / "camsdd" / "official" / "1.0.0"))
+    return {name: split.num_examples for name, split in builder.info.splits.items()}
+
+
+def test_tfds_build_with_imports_from_anywhere(tmp_path):
+    result = run(
+        [
+            str(BIN / "tfds"),
+            "build",
+            "camsdd",
+            "--imports",
+            "tfds_camsdd",
+            "--manual_dir",
+            str(DUMMY_DATA),
+            "--data_dir",
+            str(tmp_path / "tfds"),
+            LOCAL,
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Loading dataset camsdd from imports: tfds_camsdd.camsdd" in result.stdout
+    assert split_counts(tmp_path / "tfds") == {"train": 4, "validation": 2, "test": 3}
+    assert (tmp_path / "tfds" / "camsdd" / "official" / "1.0.0" / "build_report.json").exists()
+
+
+def test_tfds_build_from_inside_the_builder_package(tmp_path):
+    result = run(
+        [
+            str(BIN / "tfds"),
+            "build",
+            "camsdd",
+            "--manual_dir",
+            str(DUMMY_DATA),
+            "--data_dir",
+            str(tmp_path / "tfds"),
+            LOCAL,
+        ],
+        cwd=REPO / "tfds_camsdd",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Loading dataset camsdd from path:" in result.stdout
+    assert split_counts(tmp_path / "tfds") == {"train": 4, "validation": 2, "test": 3}
+
+
+def test_tfds_build_without_camsdd_tells_the_user_what_to_do(tmp_path):
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "CamSDD.tar").write_bytes(b"not what we want")
+    result = run(
+        [
+            str(BIN / "tfds"),
+            "build",
+            "camsdd",
+            "--imports",
+            "tfds_camsdd",
+            "--manual_dir",
+            str(tmp_path / "downloads"),
+            "--data_dir",
+            str(tmp_path / "tfds"),
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "No CamSDD data in" in result.stderr and "Found: CamSDD.tar" in result.stderr
+    assert "people.ee.ethz.ch/~ihnatova/camsdd.html" in result.stderr
+
+
+def test_camsdd_check_reports_counts_and_fails_on_bad_trees(tmp_path):
+    result = run([str(BIN / "camsdd"), "check", str(DEMO_CAMSDD)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "train          43 images in training/ (19 classes)" in result.stdout
+    assert "warning: test: 16 images, the official CamSDD release has 600" in result.stdout
+
+    (tmp_path / "bad" / "training" / "Dogs").mkdir(parents=True)
+    for split in ("validation", "test"):
+        (tmp_path / "bad" / split).mkdir()
+    result = run([str(BIN / "camsdd"), "check", str(tmp_path / "bad")], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "training/Dogs: unknown CamSDD class folder 'Dogs'" in result.stderr
+
+
+def test_demo_builds_prints_counts_and_loads_uint8_images(tmp_path):
+    result = run([str(BIN / "camsdd"), "demo", "--work", str(tmp_path / "work")], cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "$ tfds build camsdd --imports tfds_camsdd" in out
+    assert "split counts: test=16, train=43, validation=8" in out
+    assert "train       43 examples, each uint8 (384, 576, 3)" in out
+    assert "  train           43       43         0        0" in out  # the report table
+    assert split_counts(tmp_path / "work" / "tfds") == {"train": 43, "validation": 8, "test": 16}
