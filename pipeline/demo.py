@@ -36,7 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         default=1,
-        help="local Beam worker processes (default 1: in process, fastest for the demo)",
+        help="local Beam worker processes (default 1: in process; more were slower in "
+        "benchmarks/README.md, each imports TensorFlow)",
     )
     parser.set_defaults(func=run)
 
