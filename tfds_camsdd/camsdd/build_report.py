@@ -115,7 +115,7 @@ def render_text(report: dict) -> str:
         )
     problems = problem_lines(report)
     if problems:
-        lines.append("  Problems:")
+        lines.append("  Warnings:")
         lines.extend(f"    {line}" for line in problems)
     for entry in report["ignored"][:_MAX_LISTED]:
         lines.append(f"  ignored {entry['path']}: {entry['why']}")
