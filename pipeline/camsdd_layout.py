@@ -129,24 +129,6 @@ class LayoutScan:
                 )
         return warnings
 
-    def to_dict(self) -> dict:
-        return {
-            "root": self.root,
-            "ignored_top_level": self.ignored_top_level,
-            "splits": {
-                split: {
-                    "folder": scan.folder,
-                    "images": len(scan.files),
-                    "official_images": OFFICIAL_COUNTS[split],
-                    "class_counts": scan.class_counts(),
-                    "empty_classes": scan.empty_classes,
-                    "ignored": [{"path": p, "why": why} for p, why in scan.ignored],
-                }
-                for split, scan in self.splits.items()
-            },
-            "warnings": self.count_warnings(),
-        }
-
     def summary(self) -> str:
         """A few human-readable lines (warnings are in count_warnings())."""
         lines = [f"CamSDD root: {self.root}"]

@@ -22,27 +22,21 @@ def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
+def tfds_build(manual_dir: Path, data_dir: Path, *, cwd: Path, imports: bool = True, local=True):
+    """`tfds build camsdd ...` as a user types it, with the venv's `tfds`."""
+    args = [str(BIN / "tfds"), "build", "camsdd"]
+    args += ["--imports", "tfds_camsdd"] if imports else []
+    args += ["--manual_dir", str(manual_dir), "--data_dir", str(data_dir)]
+    return run(args + ([LOCAL] if local else []), cwd=cwd)
+
+
 def split_counts(data_dir: Path) -> dict[str, int]:
     builder = tfds.builder_from_directory(str(data_dir / "camsdd" / "official" / "1.0.0"))
     return {name: split.num_examples for name, split in builder.info.splits.items()}
 
 
 def test_tfds_build_with_imports_from_anywhere(tmp_path):
-    result = run(
-        [
-            str(BIN / "tfds"),
-            "build",
-            "camsdd",
-            "--imports",
-            "tfds_camsdd",
-            "--manual_dir",
-            str(DUMMY_DATA),
-            "--data_dir",
-            str(tmp_path / "tfds"),
-            LOCAL,
-        ],
-        cwd=tmp_path,
-    )
+    result = tfds_build(DUMMY_DATA, tmp_path / "tfds", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Loading dataset camsdd from imports: tfds_camsdd.camsdd" in result.stdout
     assert split_counts(tmp_path / "tfds") == {"train": 4, "validation": 2, "test": 3}
@@ -50,19 +44,7 @@ def test_tfds_build_with_imports_from_anywhere(tmp_path):
 
 
 def test_tfds_build_from_inside_the_builder_package(tmp_path):
-    result = run(
-        [
-            str(BIN / "tfds"),
-            "build",
-            "camsdd",
-            "--manual_dir",
-            str(DUMMY_DATA),
-            "--data_dir",
-            str(tmp_path / "tfds"),
-            LOCAL,
-        ],
-        cwd=REPO / "tfds_camsdd",
-    )
+    result = tfds_build(DUMMY_DATA, tmp_path / "tfds", cwd=REPO / "tfds_camsdd", imports=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Loading dataset camsdd from path:" in result.stdout
     assert split_counts(tmp_path / "tfds") == {"train": 4, "validation": 2, "test": 3}
@@ -71,20 +53,7 @@ def test_tfds_build_from_inside_the_builder_package(tmp_path):
 def test_tfds_build_without_camsdd_tells_the_user_what_to_do(tmp_path):
     (tmp_path / "downloads").mkdir()
     (tmp_path / "downloads" / "CamSDD.tar").write_bytes(b"not what we want")
-    result = run(
-        [
-            str(BIN / "tfds"),
-            "build",
-            "camsdd",
-            "--imports",
-            "tfds_camsdd",
-            "--manual_dir",
-            str(tmp_path / "downloads"),
-            "--data_dir",
-            str(tmp_path / "tfds"),
-        ],
-        cwd=tmp_path,
-    )
+    result = tfds_build(tmp_path / "downloads", tmp_path / "tfds", cwd=tmp_path, local=False)
     assert result.returncode != 0
     assert "No CamSDD data in" in result.stderr and "Found: CamSDD.tar" in result.stderr
     assert "people.ee.ethz.ch/~ihnatova/camsdd.html" in result.stderr

@@ -6,6 +6,7 @@ Written as ``build_report.json`` next to the built dataset
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from typing import Any
 
@@ -126,6 +127,4 @@ def render_text(report: dict) -> str:
 
 def load(dataset_dir: epath.PathLike) -> dict:
     """Reads the report of a built dataset directory."""
-    import json
-
     return json.loads((epath.Path(dataset_dir) / REPORT_FILE).read_text())
