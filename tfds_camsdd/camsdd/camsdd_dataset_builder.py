@@ -223,6 +223,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             policy=self._policy,
         )
         (self.data_path / build_report.REPORT_FILE).write_text(json.dumps(report, indent=2))
-        for line in build_report.problem_lines(report):
-            logging.warning("CamSDD build: %s", line)
-        logging.info("%s", build_report.render_text(report))
+        # Once, as a table; at WARNING when something was skipped, repaired or is off.
+        level = logging.WARNING if build_report.problem_lines(report) else logging.INFO
+        logging.log(level, "%s", build_report.render_text(report))
