@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipeline import __version__, camsdd_layout, demo
+from pipeline import __version__, camsdd_layout, crawl_stage, demo, fetch_stage
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -48,11 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo.add_parser(subparsers)
     _add_check_parser(subparsers)
+    crawl_stage.add_parser(subparsers)
+    fetch_stage.add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Beam stages pass unknown --flags on as pipeline options (--runner, Dataflow's …).
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_beam_options", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.beam_args = extra
     return args.func(args)
 
 

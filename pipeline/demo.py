@@ -1,30 +1,43 @@
 """``camsdd demo``: every stage that exists, run for real on the embedded demo data.
 
-Today that is: check the demo CamSDD tree, build it with ``tfds build camsdd``
-(Beam), print the build report, then load it back with ``tfds.load``.
+Today that is: check the demo CamSDD tree; crawl the demo candidate pool as a
+URL list served over loopback HTTP and fetch it with the Beam fetch pipeline;
+build the labeled splits with ``tfds build camsdd`` (Beam), print the build
+report, then load them back with ``tfds.load``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import functools
+import http.server
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 from etils import epath
 
 from pipeline import beam_options, camsdd_layout, classes
-from pipeline.demo_data import CAMSDD_ROOT, DEMO_DIR
+from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR, DEMO_DIR
+
+STEPS = 5
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run every stage on the embedded demo data",
-        description="Builds the demo CamSDD (real photos, 19 of 30 classes) with "
-        "`tfds build camsdd` on a local Beam runner, prints the split counts and the "
-        "build report, and loads the result with tfds.load.",
+        description="Crawls the demo candidate pool (59 real photos) as a URL list served "
+        "on 127.0.0.1 and fetches it with the Beam fetch pipeline into WORK/fetch; builds "
+        "the demo CamSDD (real photos, 19 of 30 classes) with `tfds build camsdd` on a "
+        "local Beam runner, prints the split counts and the build report, and loads the "
+        "result with tfds.load.",
     )
     parser.add_argument(
         "--work",
@@ -65,18 +78,87 @@ def tfds_build_command(manual_dir: str, data_dir: str, workers: int = 1) -> list
     ]
 
 
+@contextlib.contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """Serves ``folder`` over HTTP on 127.0.0.1 (a random port); yields the base URL."""
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(QuietHandler, directory=os.fspath(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def write_demo_url_list(base_url: str, target: Path) -> Path:
+    """The demo candidate pool as a url,label CSV (the label is the class queried)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(CANDIDATES_DIR / "candidates.csv", newline="") as source:
+        rows = list(csv.DictReader(source))
+    with open(target, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["url", "label"])
+        for row in rows:
+            writer.writerow([f"{base_url}/{row['file']}", row["label"]])
+    return target
+
+
+def crawl_and_fetch(work: str, workers: int = 1) -> int:
+    """Steps 2 and 3: the real crawl and fetch commands on the demo candidate pool."""
+    from pipeline import cli
+
+    with serve_folder(CANDIDATES_DIR) as base_url:
+        _step(f"2/{STEPS} Crawl the demo candidate pool: a URL list served at {base_url}")
+        url_list = write_demo_url_list(base_url, Path(work) / "inputs" / "demo-urls.csv")
+        command = [
+            "crawl",
+            "--work",
+            work,
+            "--source",
+            "urls",
+            "--urls",
+            os.fspath(url_list),
+            "--name",
+            "demo-urls",
+            "--no-progress",
+        ]
+        print("$ camsdd " + " ".join(command), flush=True)
+        code = cli.main(command)
+        if code:
+            return code
+
+        _step(f"3/{STEPS} Fetch: download, validate, filter, resize to 576x384 (Apache Beam)")
+        command = ["fetch", "--work", work, "--allow-private-addresses"]
+        if workers > 1:
+            command += [f"--direct_num_workers={workers}"]
+        print("$ camsdd " + " ".join(command), flush=True)
+        return cli.main(command)
+
+
 def run(args: argparse.Namespace) -> int:
     data_dir = epath.Path(args.work) / "tfds"
     started = time.monotonic()
 
-    _step(f"1/3 Check the demo CamSDD tree ({CAMSDD_ROOT})")
+    _step(f"1/{STEPS} Check the demo CamSDD tree ({CAMSDD_ROOT})")
     scan = camsdd_layout.scan_camsdd(CAMSDD_ROOT)
     print(scan.summary())
     covered = [c for c in classes.CLASS_FOLDERS if scan.splits["train"].class_counts()[c]]
     print(f"  classes with training images: {len(covered)} of {classes.NUM_CLASSES}")
     print("  (a mini CamSDD: fewer images than the official 9,897/600/600, as the build says)")
 
-    _step("2/3 Build it: tfds build camsdd (Apache Beam, local runner)")
+    code = crawl_and_fetch(os.fspath(args.work), args.workers)
+    if code:
+        print(f"error: crawl/fetch failed (exit {code}); see above.", file=sys.stderr)
+        return code
+
+    _step(f"4/{STEPS} Build the labeled splits: tfds build camsdd (Apache Beam, local runner)")
     command = tfds_build_command(os.fspath(DEMO_DIR), os.fspath(data_dir), args.workers)
     print("$ tfds " + " ".join(command[3:]), flush=True)  # what a user would type
     env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
@@ -88,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return result.returncode
 
-    _step("3/3 Load it back: tfds.load('camsdd', ...)")
+    _step(f"5/{STEPS} Load it back: tfds.load('camsdd', ...)")
     import tensorflow_datasets as tfds
 
     import tfds_camsdd  # noqa: F401  (registers the builder)

@@ -30,3 +30,58 @@ def manual_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def photo_bytes() -> bytes:
     return MOUNTAIN_JPEG.read_bytes()
+
+
+#: A large real photo (1603x1080 WebP) from the demo candidate pool.
+LARGE_WEBP = REPO / "pipeline" / "demo_data" / "candidates" / "images" / "cand_005.webp"
+
+
+def _encode(image, fmt: str, **options) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def fixture_images() -> dict[str, tuple[bytes, str]]:
+    """Real photos in every shape fetch must handle: name -> (bytes, content type)."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    photo = Image.open(LARGE_WEBP).convert("RGB")  # 1603x1080, real
+    cat = Image.open(CAT_JPEG).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored rotated 90° clockwise: viewers rotate it back
+    palette = photo.convert("P", palette=Image.Palette.ADAPTIVE)
+    gray16 = Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
+    frames = [photo.resize((600, 400)), cat.resize((600, 400))]
+    animated = _encode(frames[0].convert("P"), "GIF", save_all=True, append_images=[frames[1]])
+    rgba = photo.convert("RGBA")
+    rgba.putalpha(200)
+    jpeg = _encode(photo, "JPEG", quality=90)
+    return {
+        "photo.jpg": (jpeg, "image/jpeg"),
+        "photo.png": (_encode(photo, "PNG"), "image/png"),
+        "photo.webp": (LARGE_WEBP.read_bytes(), "image/webp"),
+        "cmyk.jpg": (_encode(photo.convert("CMYK"), "JPEG", quality=90), "image/jpeg"),
+        "rotated.jpg": (
+            _encode(photo.transpose(Image.Transpose.ROTATE_270), "JPEG", quality=90, exif=exif),
+            "image/jpeg",
+        ),
+        "portrait.jpg": (_encode(photo.transpose(Image.Transpose.ROTATE_90), "JPEG"), "image/jpeg"),
+        "gray16.png": (_encode(gray16, "PNG"), "image/png"),
+        "alpha.png": (_encode(rgba, "PNG"), "image/png"),
+        "palette.gif": (_encode(palette, "GIF"), "image/gif"),
+        "animated.gif": (animated, "image/gif"),
+        "tiny.jpg": (_encode(photo.resize((120, 80)), "JPEG"), "image/jpeg"),
+        "panorama.jpg": (_encode(photo.resize((1600, 400)), "JPEG"), "image/jpeg"),
+        "blurred.jpg": (_encode(photo.filter(ImageFilter.GaussianBlur(12)), "JPEG"), "image/jpeg"),
+        "uniform.png": (_encode(Image.new("RGB", (900, 600), (120, 130, 140)), "PNG"), "image/png"),
+        "grayscale.jpg": (_encode(photo.convert("L"), "JPEG"), "image/jpeg"),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "image/jpeg"),
+        "bomb.png": (_encode(Image.new("1", (20_000, 20_000)), "PNG"), "image/png"),
+        "text.txt": (b"just some text, not an image\n" * 10, "text/plain"),
+        "tiff.tif": (_encode(photo.resize((900, 600)), "TIFF"), "image/tiff"),
+    }

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
-from pipeline import beam_options
+from pipeline import beam_options, manifest
 
 from .conftest import DEMO_CAMSDD, DUMMY_DATA, REPO
 
@@ -78,6 +78,14 @@ def test_demo_builds_prints_counts_and_loads_uint8_images(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     out = result.stdout
     assert "$ tfds build camsdd --imports tfds_camsdd" in out
+    # Crawl + fetch of the candidate pool over loopback, through the real commands.
+    assert "crawl 'demo-urls': 59 records, 59 kept" in out
+    assert "59 candidates -> 53 kept, 6 dropped (reconciled)" in out
+    fetched = manifest.read_stage(str(tmp_path / "work"), "fetch").to_pylist()
+    assert len(fetched) == 59 and all(r["url"].startswith("http://127.0.0.1:") for r in fetched)
+    for row in fetched:
+        if row["status"] == "kept":
+            assert Path(row["image_path"]).is_file()
     assert "split counts: test=16, train=43, validation=8" in out
     assert "train       43 examples, each uint8 (384, 576, 3)" in out
     assert "  train           43       43         0        0" in out  # the report table

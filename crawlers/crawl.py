@@ -1,0 +1,217 @@
+"""Runs a source's queries page by page, resumably, into ``W/crawl/manifest-<name>.parquet``.
+
+Layout under the work directory (local or ``gs://``, through ``epath``)::
+
+  W/crawl/pages/<name>/<query_id>/page-00001.jsonl   one file per fetched page
+  W/crawl/state/<name>/<query_id>.json               next cursor, pages, done
+  W/crawl/manifest-<name>.parquet                    all records, one row per key
+  W/crawl/report-<name>.json                         counts per class and reason
+
+A page file is written (atomically) before the cursor moves past it, and a
+re-fetched page overwrites its own file: an interrupted crawl resumes with no
+lost page and no duplicate record.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import io
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow.parquet as pq
+from etils import epath
+from tqdm import tqdm
+
+from crawlers import records
+from crawlers.base import Query, Source
+from crawlers.http import HttpError, redact
+from pipeline import classes
+
+log = logging.getLogger(__name__)
+
+
+def write_atomic(path: epath.Path, data: bytes) -> None:
+    """Writes ``data`` to a temporary name, then renames it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    temporary.write_bytes(data)
+    temporary.replace(path)
+
+
+@dataclasses.dataclass
+class QueryState:
+    query_class: str | None
+    text: str | None
+    cursor: dict[str, Any] | None = None
+    pages: int = 0
+    records: int = 0
+    done: bool = False
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class CrawlSummary:
+    name: str
+    manifest: str
+    total: int
+    kept: int
+    dropped_by_reason: dict[str, int]
+    per_class: dict[str, int]
+    incomplete: list[str]  # "class: text: error" of queries that stopped on an error
+    duplicates_merged: int
+    seconds: float
+
+    def render_text(self) -> str:
+        lines = [
+            f"crawl '{self.name}': {self.total} records, {self.kept} kept "
+            f"({self.duplicates_merged} repeats merged) in {self.seconds:.1f} s -> {self.manifest}"
+        ]
+        for reason, count in sorted(self.dropped_by_reason.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  dropped {reason}: {count}")
+        for name, count in self.per_class.items():
+            lines.append(f"  {name}: {count} kept")
+        for item in self.incomplete:
+            lines.append(f"  INCOMPLETE (rerun to resume) {item}")
+        return "\n".join(lines)
+
+
+def crawl(
+    source: Source,
+    queries: list[Query],
+    work: str,
+    *,
+    name: str | None = None,
+    max_per_query: int | None = None,
+    progress: bool = True,
+) -> CrawlSummary:
+    """Runs every query to its end (or ``max_per_query`` records), then writes the manifest.
+
+    A query whose page request fails for good (after the client's retries) is
+    left resumable and reported as incomplete; the other queries still run.
+    """
+    started = time.monotonic()
+    name = name or source.name
+    crawl_dir = epath.Path(work) / "crawl"
+    settings = source.settings()
+    (crawl_dir / "state" / name).mkdir(parents=True, exist_ok=True)
+    write_atomic(
+        crawl_dir / "state" / name / "run.json",
+        json.dumps({"source": source.name, "settings": settings}, indent=1).encode(),
+    )
+    query_ids = []
+    bar = tqdm(total=len(queries), desc=f"crawl {name}", unit="query", disable=not progress)
+    for query in queries:
+        query_id = query.query_id(source.name, settings)
+        query_ids.append(query_id)
+        _run_query(source, query, query_id, crawl_dir, name, max_per_query)
+        bar.update(1)
+    bar.close()
+    return _write_manifest(crawl_dir, name, query_ids, started)
+
+
+def _state_path(crawl_dir: epath.Path, name: str, query_id: str) -> epath.Path:
+    return crawl_dir / "state" / name / f"{query_id}.json"
+
+
+def _run_query(
+    source: Source,
+    query: Query,
+    query_id: str,
+    crawl_dir: epath.Path,
+    name: str,
+    max_per_query: int | None,
+) -> QueryState:
+    state_path = _state_path(crawl_dir, name, query_id)
+    if state_path.exists():
+        state = QueryState(**json.loads(state_path.read_text()))
+    else:
+        state = QueryState(query.query_class, query.text)
+    state.error = None
+    pages_dir = crawl_dir / "pages" / name / query_id
+    while not state.done:
+        if max_per_query is not None and state.records >= max_per_query:
+            break
+        try:
+            page = source.fetch_page(query, state.cursor)
+        except HttpError as error:
+            state.error = str(error)
+            log.warning("query %s %r stopped: %s", query.query_class, query.text, error)
+            break
+        page_records = page.records
+        if max_per_query is not None:
+            page_records = page_records[: max(max_per_query - state.records, 0)]
+        body = "".join(json.dumps(r.to_dict()) + "\n" for r in page_records)
+        write_atomic(pages_dir / f"page-{state.pages + 1:05d}.jsonl", body.encode())
+        state.pages += 1
+        state.records += len(page_records)
+        state.cursor = page.next_cursor
+        state.done = page.next_cursor is None
+        write_atomic(state_path, json.dumps(dataclasses.asdict(state)).encode())
+    write_atomic(state_path, json.dumps(dataclasses.asdict(state)).encode())
+    return state
+
+
+def _write_manifest(
+    crawl_dir: epath.Path, name: str, query_ids: list[str], started: float
+) -> CrawlSummary:
+    rows: dict[str, dict[str, Any]] = {}
+    merged = 0
+    incomplete = []
+    for query_id in query_ids:
+        state = json.loads(_state_path(crawl_dir, name, query_id).read_text())
+        if state.get("error"):
+            incomplete.append(f"{state['query_class']}: {state['text']!r}: {state['error']}")
+        pages_dir = crawl_dir / "pages" / name / query_id
+        if not pages_dir.exists():
+            continue
+        for page_file in sorted(pages_dir.glob("page-*.jsonl")):
+            for line in page_file.read_text().splitlines():
+                record = json.loads(line)
+                if record["key"] in rows:
+                    merged += 1  # the same photo found by another query or page
+                    continue
+                rows[record["key"]] = record
+    table = records.to_table(list(rows.values()))
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    manifest = crawl_dir / f"manifest-{name}.parquet"
+    write_atomic(manifest, buffer.getvalue())
+
+    kept = [r for r in rows.values() if r["status"] == records.KEPT]
+    dropped = collections.Counter(r["reason"] for r in rows.values() if r["status"] != records.KEPT)
+    per_class = collections.Counter(r["query_class"] or "(no class)" for r in kept)
+    summary = CrawlSummary(
+        name=name,
+        manifest=str(manifest),
+        total=len(rows),
+        kept=len(kept),
+        dropped_by_reason=dict(dropped),
+        per_class={name: per_class[name] for name in classes.sort_class_folders(list(per_class))},
+        incomplete=[redact(item) for item in incomplete],
+        duplicates_merged=merged,
+        seconds=time.monotonic() - started,
+    )
+    write_atomic(
+        crawl_dir / f"report-{name}.json",
+        json.dumps(dataclasses.asdict(summary), indent=1).encode(),
+    )
+    return summary
+
+
+def read_manifests(work: str, pattern: str = "manifest-*.parquet") -> list[dict[str, Any]]:
+    """All crawl records in ``W/crawl`` (every source), as dicts."""
+    crawl_dir = epath.Path(work) / "crawl"
+    rows: list[dict[str, Any]] = []
+    for path in sorted(crawl_dir.glob(pattern)):
+        rows.extend(pq.read_table(io.BytesIO(path.read_bytes())).to_pylist())
+    return rows
+
+
+def license_counts(rows: list[Mapping[str, Any]]) -> dict[str, int]:
+    return dict(collections.Counter(r.get("license") or "(unknown)" for r in rows))

@@ -1,0 +1,202 @@
+"""Fetch one candidate: download (or read), normalise, store; always one manifest row.
+
+Pure of Beam: :func:`fetch_candidate` is what the Beam DoFn calls per record,
+and what tests call directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import time
+import uuid
+from typing import Any
+
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from crawlers.http import ClientConfig, PoliteClient, redact
+from pipeline import download, resizer
+from pipeline.images import InvalidImageError
+
+KEPT, DROPPED = "kept", "dropped"
+#: Drops worth another try on a rerun: the server, not the image, was the problem.
+TRANSIENT_REASONS = frozenset(
+    {"timeout", "connection_error", "too_many_retries", "truncated", "dns_error", "http_429"}
+    | {f"http_{code}" for code in (500, 502, 503, 504)}
+)
+
+CRAWL_COLUMNS = (
+    "url",
+    "page_url",
+    "source",
+    "source_id",
+    "query_class",
+    "query",
+    "license",
+    "license_url",
+    "author",
+    "title",
+)
+
+#: Columns of ``W/fetch/manifest-*.parquet``.
+SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        ("error", pa.string()),  # the human-readable detail of a drop
+        *[(name, pa.string()) for name in CRAWL_COLUMNS],
+        ("final_url", pa.string()),
+        ("content_type", pa.string()),
+        ("bytes", pa.int64()),
+        ("format", pa.string()),
+        ("mode", pa.string()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("sha256", pa.string()),
+        ("source_sha256", pa.string()),
+        ("phash", pa.uint64()),
+        ("image_path", pa.string()),
+        ("colorfulness", pa.float64()),
+        ("contrast", pa.float64()),
+        ("sharpness", pa.float64()),
+        ("seconds", pa.float64()),
+        ("fetched_at", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchSettings:
+    """Everything a fetch worker needs; picklable, holds no secret."""
+
+    work: str
+    run_id: str = ""
+    allow_private_addresses: bool = False
+    max_bytes: int = download.MAX_BYTES
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    retries: int = 2
+    max_retry_after: float = 30.0
+    host_interval: float = 0.0
+    user_agent: str = ""
+    filters: resizer.FilterConfig = resizer.FilterConfig()
+
+    def client_config(self) -> ClientConfig:
+        config = ClientConfig(
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries=self.retries,
+            max_retry_after=self.max_retry_after,
+            min_interval=self.host_interval,
+        )
+        if self.user_agent:
+            config.user_agent = self.user_agent
+        return config
+
+
+def image_path(work: str, sha256: str) -> str:
+    """Content-addressed: ``W/fetch/images/ab/<sha256>.jpg``."""
+    return FileSystems.join(work, "fetch", "images", sha256[:2], f"{sha256}.jpg")
+
+
+def store_image(work: str, sha256: str, jpeg: bytes) -> str:
+    """Writes ``jpeg`` once under its hash (temporary name, then rename); idempotent."""
+    path = image_path(work, sha256)
+    if FileSystems.exists(path):
+        return path
+    directory = path.rsplit("/", 1)[0]
+    temporary = FileSystems.join(directory, f".{sha256}.tmp-{uuid.uuid4().hex[:8]}")
+    with FileSystems.create(temporary) as handle:
+        handle.write(jpeg)
+    try:
+        FileSystems.rename([temporary], [path])
+    except Exception:
+        # A parallel worker stored the same image first: same bytes, same name.
+        if not FileSystems.exists(path):
+            raise
+        FileSystems.delete([temporary])
+    return path
+
+
+def read_local(path: str, max_bytes: int) -> bytes:
+    """Reads a folder-source file through Beam's filesystems, with the same size cap."""
+    try:
+        with FileSystems.open(path) as handle:
+            data = handle.read(max_bytes + 1)
+    except Exception as error:
+        raise download.DownloadError("read_error", f"{path}: {error}") from None
+    if len(data) > max_bytes:
+        raise download.DownloadError("too_big", f"file over {max_bytes:,} bytes")
+    if not data:
+        raise download.DownloadError("empty_body", f"{path} is empty")
+    return data
+
+
+def base_row(record: dict[str, Any], run_id: str) -> dict[str, Any]:
+    row = {name: None for name in SCHEMA.names}
+    row["key"] = record["key"]
+    for name in CRAWL_COLUMNS:
+        row[name] = record.get(name)
+    row["run_id"] = run_id
+    row["fetched_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return row
+
+
+def fetch_candidate(
+    record: dict[str, Any], client: PoliteClient, settings: FetchSettings
+) -> dict[str, Any]:
+    """Fetches one crawl record; returns its manifest row (never raises for bad input)."""
+    started = time.monotonic()
+    row = base_row(record, settings.run_id)
+    try:
+        url = record.get("url")
+        if not url:
+            raise download.DownloadError("no_image_url", "the crawl record has no url")
+        if record.get("source") == "folder":
+            data = read_local(url, settings.max_bytes)
+        else:
+            got = download.download(
+                client,
+                url,
+                max_bytes=settings.max_bytes,
+                allow_private=settings.allow_private_addresses,
+            )
+            data = got.data
+            row["final_url"], row["content_type"] = got.final_url, got.content_type
+        row["bytes"] = len(data)
+        image = resizer.normalize(data, settings.filters, record.get("query_class"))
+        row.update(
+            format=image.format,
+            mode=image.mode,
+            width=image.width,
+            height=image.height,
+            sha256=image.sha256,
+            source_sha256=image.source_sha256,
+            phash=image.phash,
+            **image.metrics,
+        )
+        row["image_path"] = store_image(settings.work, image.sha256, image.jpeg)
+        row["status"] = KEPT
+    except (download.DownloadError, InvalidImageError, resizer.FilteredImageError) as error:
+        row["status"], row["reason"] = DROPPED, error.reason
+        row["error"] = redact(str(error))[:500]
+        for name, value in getattr(error, "metrics", {}).items():
+            row[name] = value
+    except Exception as error:  # a bug or an IO failure: recorded, the run goes on
+        row["status"], row["reason"] = DROPPED, "internal_error"
+        row["error"] = redact(f"{type(error).__name__}: {error}")[:500]
+    row["seconds"] = round(time.monotonic() - started, 4)
+    return row
+
+
+def reusable(previous: dict[str, Any], retry_transient: bool = True) -> bool:
+    """Whether a previous run's row stands (so the key is not fetched again)."""
+    if previous.get("status") == KEPT:
+        path = previous.get("image_path")
+        return bool(path) and FileSystems.exists(path)
+    if previous.get("status") == DROPPED:
+        return not (retry_transient and previous.get("reason") in TRANSIENT_REASONS)
+    return False

@@ -1,0 +1,126 @@
+"""The fetch run report: counts per status, reason and class, top errors, throughput."""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+from typing import Any
+
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import classes
+
+TOP_ERRORS = 10
+
+
+def _error_pattern(message: str) -> str:
+    # Group messages that differ only in numbers or quoted parts.
+    message = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", message)
+    return re.sub(r"\d[\d,.]*", "N", message)[:160]
+
+
+def build(
+    table: pa.Table,
+    *,
+    inputs: int,
+    reused: int,
+    seconds: float,
+    counters: dict[str, int] | None = None,
+    run_id: str = "",
+) -> dict[str, Any]:
+    """The report as a JSON-able dict; ``reconciled`` says inputs == kept + dropped."""
+    rows = table.select(
+        [c for c in ("status", "reason", "error", "query_class", "bytes", "run_id")]
+    ).to_pylist()
+    status = collections.Counter(r["status"] for r in rows)
+    reasons = collections.Counter(r["reason"] for r in rows if r["status"] != "kept")
+    per_class: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for r in rows:
+        name = r["query_class"] or "(no class)"
+        per_class[name][r["status"] if r["status"] == "kept" else f"dropped:{r['reason']}"] += 1
+    errors = collections.Counter(_error_pattern(r["error"]) for r in rows if r["error"])
+    fetched_now = [r for r in rows if r["run_id"] == run_id]
+    downloaded = sum(r["bytes"] or 0 for r in fetched_now)
+    report = {
+        "run_id": run_id,
+        "inputs": inputs,
+        "rows": len(rows),
+        "kept": status.get("kept", 0),
+        "dropped": sum(v for k, v in status.items() if k != "kept"),
+        "reconciled": inputs == len(rows) == status.get("kept", 0) + sum(reasons.values()),
+        "reused_from_previous_run": reused,
+        "fetched_this_run": len(fetched_now),
+        "dropped_by_reason": dict(reasons.most_common()),
+        "per_class": {k: dict(per_class[k]) for k in classes.sort_class_folders(list(per_class))},
+        "top_errors": errors.most_common(TOP_ERRORS),
+        "seconds": round(seconds, 2),
+        "candidates_per_second": round(len(fetched_now) / seconds, 2) if seconds else None,
+        "megabytes_downloaded": round(downloaded / 1e6, 2),
+        "beam_counters": counters or {},
+    }
+    return report
+
+
+def render_text(report: dict[str, Any]) -> str:
+    lines = [
+        f"fetch run {report['run_id']}: {report['inputs']} candidates -> "
+        f"{report['kept']} kept, {report['dropped']} dropped "
+        f"({'reconciled' if report['reconciled'] else 'NOT RECONCILED'})",
+        f"  fetched this run: {report['fetched_this_run']} in {report['seconds']} s "
+        f"({report['candidates_per_second']}/s, {report['megabytes_downloaded']} MB); "
+        f"reused from the previous run: {report['reused_from_previous_run']}",
+    ]
+    if report["dropped_by_reason"]:
+        lines.append("  dropped by reason:")
+        lines += [f"    {k:<22} {v:>6}" for k, v in report["dropped_by_reason"].items()]
+    lines.append("  per class (kept / dropped):")
+    for name, counts in report["per_class"].items():
+        kept = counts.get("kept", 0)
+        dropped = sum(v for k, v in counts.items() if k != "kept")
+        lines.append(f"    {name:<22} {kept:>6} / {dropped}")
+    if report["top_errors"]:
+        lines.append("  top errors:")
+        lines += [f"    {count:>5} x {message}" for message, count in report["top_errors"]]
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"# Fetch report ({report['run_id']})",
+        "",
+        f"{report['inputs']} candidates: **{report['kept']} kept**, {report['dropped']} dropped"
+        f" — {'reconciled' if report['reconciled'] else '**NOT reconciled**'}.",
+        f"Fetched this run: {report['fetched_this_run']} in {report['seconds']} s "
+        f"({report['candidates_per_second']}/s, {report['megabytes_downloaded']} MB downloaded);"
+        f" reused from the previous run: {report['reused_from_previous_run']}.",
+        "",
+        "## Dropped by reason",
+        "",
+        "| reason | count |",
+        "| --- | ---: |",
+        *[f"| {k} | {v} |" for k, v in report["dropped_by_reason"].items()],
+        "",
+        "## Per class",
+        "",
+        "| class | kept | dropped | reasons |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for name, counts in report["per_class"].items():
+        dropped = {k.split(":", 1)[1]: v for k, v in counts.items() if k != "kept"}
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(dropped.items()))
+        lines.append(f"| {name} | {counts.get('kept', 0)} | {sum(dropped.values())} | {reasons} |")
+    lines += ["", "## Top errors", ""]
+    lines += [f"- {count} × `{message}`" for message, count in report["top_errors"]]
+    return "\n".join(lines) + "\n"
+
+
+def write(work: str, report: dict[str, Any]) -> tuple[str, str]:
+    json_path = FileSystems.join(work, "fetch", "report.json")
+    markdown_path = FileSystems.join(work, "fetch", "report.md")
+    with FileSystems.create(json_path) as handle:
+        handle.write(json.dumps(report, indent=1).encode())
+    with FileSystems.create(markdown_path) as handle:
+        handle.write(render_markdown(report).encode())
+    return json_path, markdown_path

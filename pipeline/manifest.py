@@ -1,0 +1,86 @@
+"""Per-stage Parquet manifests: ``W/<stage>/manifest-<run_id>-SSSSS-of-NNNNN.parquet``.
+
+Each run of a Beam stage writes a complete manifest (one row per input key)
+under a new run id, then deletes the previous run's shards. A crash between
+the two leaves both; readers take the newest complete run, so a manifest is
+never half old, half new. All IO goes through Beam's ``FileSystems`` (local
+paths or ``gs://``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+
+_SHARD = re.compile(
+    r"manifest-(?P<run>\d{8}T\d{6}-[0-9a-f]{6})-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet$"
+)
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time plus a random suffix."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def stage_dir(work: str, stage: str) -> str:
+    return FileSystems.join(work, stage)
+
+
+def manifest_prefix(work: str, stage: str, run_id: str) -> str:
+    """``file_path_prefix`` for Beam's WriteToParquet."""
+    return FileSystems.join(stage_dir(work, stage), f"manifest-{run_id}")
+
+
+def _shards(work: str, stage: str) -> dict[str, list[tuple[str, int, int]]]:
+    pattern = FileSystems.join(stage_dir(work, stage), "manifest-*.parquet")
+    runs: dict[str, list[tuple[str, int, int]]] = {}
+    for result in FileSystems.match([pattern]):
+        for metadata in result.metadata_list:
+            found = _SHARD.search(metadata.path)
+            if found:
+                runs.setdefault(found["run"], []).append(
+                    (metadata.path, int(found["i"]), int(found["n"]))
+                )
+    return runs
+
+
+def latest_run(work: str, stage: str) -> tuple[str, list[str]] | None:
+    """The newest run whose shards are all present: (run_id, paths), or None."""
+    for run_id, shards in sorted(_shards(work, stage).items(), reverse=True):
+        total = shards[0][2]
+        if len({index for _, index, _ in shards}) == total:
+            return run_id, sorted(path for path, _, _ in shards)
+    return None
+
+
+def delete_other_runs(work: str, stage: str, keep_run_id: str) -> int:
+    """Deletes every manifest shard not of ``keep_run_id``; returns how many."""
+    stale = [
+        path
+        for run_id, shards in _shards(work, stage).items()
+        if run_id != keep_run_id
+        for path, _, _ in shards
+    ]
+    if stale:
+        FileSystems.delete(stale)
+    return len(stale)
+
+
+def read_table(paths: list[str]) -> pa.Table:
+    tables = []
+    for path in paths:
+        with FileSystems.open(path) as handle:
+            tables.append(pq.read_table(io.BytesIO(handle.read())))
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def read_stage(work: str, stage: str) -> pa.Table | None:
+    """The latest complete manifest of ``stage``, or None if it never ran."""
+    latest = latest_run(work, stage)
+    return read_table(latest[1]) if latest else None
