@@ -36,6 +36,8 @@ lint: venv
 
 bench: venv
 	$(BIN)/python benchmarks/bench_build.py
+	$(BIN)/python benchmarks/bench_resize.py
+	$(BIN)/python benchmarks/bench_fetch.py
 
 # Needs Debian's gcompris-qt-data: apt-get install --no-install-recommends gcompris-qt-data
 demo-data: venv
