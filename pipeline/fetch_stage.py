@@ -258,18 +258,50 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="on a rerun, keep earlier timeouts/429/5xx drops instead of retrying them",
     )
     filters = parser.add_argument_group("quality filters (README: 'Fetch filters')")
-    filters.add_argument("--min-crop-width", type=int, default=defaults.min_crop_width)
-    filters.add_argument("--min-crop-height", type=int, default=defaults.min_crop_height)
-    filters.add_argument("--max-aspect", type=float, default=defaults.max_aspect)
+    filters.add_argument(
+        "--min-crop-width",
+        type=int,
+        default=defaults.min_crop_width,
+        help="drop (too_small) if the 3:2 crop is narrower (default %(default)s)",
+    )
+    filters.add_argument(
+        "--min-crop-height",
+        type=int,
+        default=defaults.min_crop_height,
+        help="drop (too_small) if the 3:2 crop is lower (default %(default)s)",
+    )
+    filters.add_argument(
+        "--max-aspect",
+        type=float,
+        default=defaults.max_aspect,
+        help="drop (extreme_aspect) beyond this long:short ratio (default %(default)s)",
+    )
     filters.add_argument(
         "--portrait",
         choices=resizer.PORTRAIT_POLICIES,
         default=defaults.portrait,
         help="crop: keep the centre 3:2 band; drop: drop portraits",
     )
-    filters.add_argument("--min-colorfulness", type=float, default=defaults.min_colorfulness)
-    filters.add_argument("--min-contrast", type=float, default=defaults.min_contrast)
-    filters.add_argument("--min-sharpness", type=float, default=defaults.min_sharpness)
+    filters.add_argument(
+        "--min-colorfulness",
+        type=float,
+        default=defaults.min_colorfulness,
+        help="drop (grayscale) at or under this mean channel difference; not for text "
+        "documents and QR codes (default %(default)s)",
+    )
+    filters.add_argument(
+        "--min-contrast",
+        type=float,
+        default=defaults.min_contrast,
+        help="drop (near_uniform) under this luminance std (default %(default)s)",
+    )
+    filters.add_argument(
+        "--min-sharpness",
+        type=float,
+        default=defaults.min_sharpness,
+        help="drop (blurry) under this Laplacian variance at 288x192; not for blue and "
+        "cloudy skies (default %(default)s)",
+    )
     parser.set_defaults(func=run, accepts_beam_options=True)
 
 

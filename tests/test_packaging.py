@@ -92,5 +92,6 @@ def test_wheel_ships_the_dataset_card_dummy_data_and_demo_photos(tmp_path, sourc
     ]
     assert len(demo) == len(expected) == 126
     assert "pipeline/demo_data/candidates/truth.csv" in names
+    assert "crawlers/queries.csv" in names  # the editable default queries
     entry_points = [n for n in names if n.endswith("entry_points.txt")]
     assert b"camsdd = pipeline.cli:main" in zipfile.ZipFile(wheel).read(entry_points[0])
