@@ -21,7 +21,6 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -202,16 +201,3 @@ def _write_manifest(
         json.dumps(dataclasses.asdict(summary), indent=1).encode(),
     )
     return summary
-
-
-def read_manifests(work: str, pattern: str = "manifest-*.parquet") -> list[dict[str, Any]]:
-    """All crawl records in ``W/crawl`` (every source), as dicts."""
-    crawl_dir = epath.Path(work) / "crawl"
-    rows: list[dict[str, Any]] = []
-    for path in sorted(crawl_dir.glob(pattern)):
-        rows.extend(pq.read_table(io.BytesIO(path.read_bytes())).to_pylist())
-    return rows
-
-
-def license_counts(rows: list[Mapping[str, Any]]) -> dict[str, int]:
-    return dict(collections.Counter(r.get("license") or "(unknown)" for r in rows))

@@ -22,6 +22,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from pipeline import __version__
+from pipeline.errors import RecordError
 
 DEFAULT_USER_AGENT = (
     f"camsdd/{__version__} (+https://github.com/camsdd/camsdd; dataset research crawler)"
@@ -68,7 +69,7 @@ def _install_log_filter() -> None:
     _filter_installed = True
 
 
-class HttpError(RuntimeError):
+class HttpError(RecordError, RuntimeError):
     """A request that failed for good (after retries), secrets masked.
 
     ``reason`` is a short code: ``http_<status>``, ``timeout``,
@@ -76,9 +77,7 @@ class HttpError(RuntimeError):
     """
 
     def __init__(self, reason: str, detail: str, status: int | None = None):
-        super().__init__(redact(f"{reason}: {detail}"))
-        self.reason = reason
-        self.detail = redact(detail)
+        super().__init__(reason, redact(detail))
         self.status = status
 
 

@@ -22,6 +22,7 @@ import urllib.parse
 import requests
 
 from crawlers.http import HttpError, PoliteClient
+from pipeline.errors import RecordError
 
 MAX_BYTES = 20 * 1024 * 1024
 MAX_REDIRECTS = 5
@@ -37,13 +38,8 @@ SIGNATURES = {
 }
 
 
-class DownloadError(Exception):
+class DownloadError(RecordError):
     """A URL that did not give image bytes; ``reason`` is a short stable code."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,10 +198,10 @@ def _read_body(response: requests.Response, url: str, max_bytes: int, redirects:
         raise DownloadError("empty_body", f"{response.status_code} with no body")
     sniffed = sniff_format(data[:16])
     content_type = response.headers.get("Content-Type")
-    if sniffed is None and sniff_other_image(data[:16]):
+    other = sniff_other_image(data[:16]) if sniffed is None else None
+    if other:
         raise DownloadError(
-            "unsupported_format",
-            f"{sniff_other_image(data[:16])} image; fetch decodes JPEG, PNG, WebP and GIF",
+            "unsupported_format", f"{other} image; fetch decodes JPEG, PNG, WebP and GIF"
         )
     if sniffed is None:
         raise DownloadError(

@@ -17,7 +17,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from crawlers.http import ClientConfig, PoliteClient, redact
 from pipeline import download, resizer
-from pipeline.images import InvalidImageError
+from pipeline.errors import RecordError
 
 KEPT, DROPPED = "kept", "dropped"
 #: Drops worth another try on a rerun: the server, not the image, was the problem.
@@ -180,7 +180,7 @@ def fetch_candidate(
         )
         row["image_path"] = store_image(settings.work, image.sha256, image.jpeg)
         row["status"] = KEPT
-    except (download.DownloadError, InvalidImageError, resizer.FilteredImageError) as error:
+    except RecordError as error:  # download, decode or filter: the record's reason
         row["status"], row["reason"] = DROPPED, error.reason
         row["error"] = redact(str(error))[:500]
         for name, value in getattr(error, "metrics", {}).items():

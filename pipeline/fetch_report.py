@@ -31,9 +31,7 @@ def build(
     run_id: str = "",
 ) -> dict[str, Any]:
     """The report as a JSON-able dict; ``reconciled`` says inputs == kept + dropped."""
-    rows = table.select(
-        [c for c in ("status", "reason", "error", "query_class", "bytes", "run_id")]
-    ).to_pylist()
+    rows = table.select(["status", "reason", "error", "query_class", "bytes", "run_id"]).to_pylist()
     status = collections.Counter(r["status"] for r in rows)
     reasons = collections.Counter(r["reason"] for r in rows if r["status"] != "kept")
     per_class: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)

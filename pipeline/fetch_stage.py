@@ -21,7 +21,7 @@ import concurrent.futures
 import dataclasses
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -213,6 +213,26 @@ def _with_local_runner(args: list[str]) -> list[str]:
 # ---------------------------------------------------------------- command line
 
 
+#: FilterConfig fields exposed as ``--flags``: (field, type, what it drops).
+FILTER_FLAGS = (
+    ("min_crop_width", int, "drop (too_small) if the 3:2 crop is narrower"),
+    ("min_crop_height", int, "drop (too_small) if the 3:2 crop is lower"),
+    ("max_aspect", float, "drop (extreme_aspect) beyond this long:short ratio"),
+    (
+        "min_colorfulness",
+        float,
+        "drop (grayscale) at or under this mean channel difference; not for text "
+        "documents and QR codes",
+    ),
+    ("min_contrast", float, "drop (near_uniform) under this luminance std"),
+    (
+        "min_sharpness",
+        float,
+        "drop (blurry) under this Laplacian variance at 288x192; not for blue and cloudy skies",
+    ),
+)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     defaults = resizer.FilterConfig()
     parser = subparsers.add_parser(
@@ -258,62 +278,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="on a rerun, keep earlier timeouts/429/5xx drops instead of retrying them",
     )
     filters = parser.add_argument_group("quality filters (README: 'Fetch filters')")
-    filters.add_argument(
-        "--min-crop-width",
-        type=int,
-        default=defaults.min_crop_width,
-        help="drop (too_small) if the 3:2 crop is narrower (default %(default)s)",
-    )
-    filters.add_argument(
-        "--min-crop-height",
-        type=int,
-        default=defaults.min_crop_height,
-        help="drop (too_small) if the 3:2 crop is lower (default %(default)s)",
-    )
-    filters.add_argument(
-        "--max-aspect",
-        type=float,
-        default=defaults.max_aspect,
-        help="drop (extreme_aspect) beyond this long:short ratio (default %(default)s)",
-    )
+    for field, kind, help_text in FILTER_FLAGS:
+        filters.add_argument(
+            "--" + field.replace("_", "-"),
+            type=kind,
+            default=getattr(defaults, field),
+            help=f"{help_text} (default %(default)s)",
+        )
     filters.add_argument(
         "--portrait",
         choices=resizer.PORTRAIT_POLICIES,
         default=defaults.portrait,
         help="crop: keep the centre 3:2 band; drop: drop portraits",
     )
-    filters.add_argument(
-        "--min-colorfulness",
-        type=float,
-        default=defaults.min_colorfulness,
-        help="drop (grayscale) at or under this mean channel difference; not for text "
-        "documents and QR codes (default %(default)s)",
-    )
-    filters.add_argument(
-        "--min-contrast",
-        type=float,
-        default=defaults.min_contrast,
-        help="drop (near_uniform) under this luminance std (default %(default)s)",
-    )
-    filters.add_argument(
-        "--min-sharpness",
-        type=float,
-        default=defaults.min_sharpness,
-        help="drop (blurry) under this Laplacian variance at 288x192; not for blue and "
-        "cloudy skies (default %(default)s)",
-    )
     parser.set_defaults(func=run, accepts_beam_options=True)
 
 
 def settings_from_args(args: argparse.Namespace) -> fetch.FetchSettings:
     filters = resizer.FilterConfig(
-        min_crop_width=args.min_crop_width,
-        min_crop_height=args.min_crop_height,
-        max_aspect=args.max_aspect,
-        portrait=args.portrait,
-        min_colorfulness=args.min_colorfulness,
-        min_contrast=args.min_contrast,
-        min_sharpness=args.min_sharpness,
+        portrait=args.portrait, **{field: getattr(args, field) for field, _, _ in FILTER_FLAGS}
     )
     return fetch.FetchSettings(
         work=args.work,
@@ -345,11 +328,3 @@ def run(args: argparse.Namespace) -> int:
         print("error: counts do not reconcile (inputs != kept + dropped)", file=sys.stderr)
         return 1
     return 0
-
-
-def iter_kept(work: str) -> Iterable[dict[str, Any]]:
-    """Kept rows of the latest fetch manifest (for later stages)."""
-    table = manifest.read_stage(work, "fetch")
-    for row in [] if table is None else table.to_pylist():
-        if row["status"] == fetch.KEPT:
-            yield row

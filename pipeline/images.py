@@ -13,6 +13,8 @@ import io
 import numpy as np
 from PIL import Image, ImageOps
 
+from pipeline.errors import RecordError
+
 TARGET_WIDTH = 576
 TARGET_HEIGHT = 384
 TARGET_SIZE = (TARGET_WIDTH, TARGET_HEIGHT)  # PIL order: (width, height)
@@ -23,17 +25,12 @@ JPEG_QUALITY = 95
 MAX_PIXELS = 100_000_000
 
 
-class InvalidImageError(ValueError):
+class InvalidImageError(RecordError, ValueError):
     """Bytes that cannot be turned into an image.
 
     ``reason`` is a short stable code for reports and counters
     (``not_an_image``, ``corrupt``, ``too_large``); the message explains it.
     """
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +47,7 @@ class CheckedImage:
     repairs: tuple[str, ...] = ()
 
 
-def _open(data: bytes, max_pixels: int) -> Image.Image:
+def open_header(data: bytes, max_pixels: int) -> Image.Image:
     """Reads the header only: format, mode and size; no pixels decoded yet."""
     try:
         image = Image.open(io.BytesIO(data))
@@ -70,7 +67,7 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def _load(image: Image.Image, reduce: int = 1) -> Image.Image:
+def decode_pixels(image: Image.Image, reduce: int = 1) -> Image.Image:
     """Decodes the pixels; JPEGs at 1/``reduce`` scale when ``reduce`` > 1.
 
     A reduced (DCT-scaled) JPEG decode still reads the whole bitstream, so a
@@ -92,7 +89,7 @@ def open_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
       InvalidImageError: unknown format, truncated or corrupt data, or more
         than ``max_pixels`` pixels.
     """
-    return _load(_open(data, max_pixels))
+    return decode_pixels(open_header(data, max_pixels))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -150,7 +147,7 @@ def check_camsdd_image(data: bytes) -> CheckedImage:
       InvalidImageError: the bytes are not an image, are truncated or corrupt,
         or are too large to decode.
     """
-    image = _open(data, MAX_PIXELS)
+    image = open_header(data, MAX_PIXELS)
     repairs = []
     if image.format != "JPEG":
         repairs.append(f"not_jpeg:{image.format or 'unknown'}")
@@ -159,7 +156,7 @@ def check_camsdd_image(data: bytes) -> CheckedImage:
     if image.size != TARGET_SIZE:
         repairs.append(f"wrong_size:{image.size[0]}x{image.size[1]}")
     if not repairs:
-        _load(image, reduce=8)  # only proves the data is whole: pixels unused
+        decode_pixels(image, reduce=8)  # only proves the data is whole: pixels unused
         return CheckedImage(jpeg=data)
-    fixed = fit_to_size(to_rgb(ImageOps.exif_transpose(_load(image))))
+    fixed = fit_to_size(to_rgb(ImageOps.exif_transpose(decode_pixels(image))))
     return CheckedImage(jpeg=encode_jpeg(fixed), repairs=tuple(repairs))

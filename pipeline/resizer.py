@@ -23,12 +23,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline import images
+from pipeline.errors import RecordError
 from pipeline.images import TARGET_HEIGHT, TARGET_SIZE, TARGET_WIDTH, InvalidImageError
 
 #: Formats fetch accepts (MPO is a multi-picture JPEG from phone cameras).
@@ -37,13 +37,11 @@ PORTRAIT_POLICIES = ("crop", "drop")
 _EXIF_ORIENTATION = 0x0112
 
 
-class FilteredImageError(ValueError):
+class FilteredImageError(RecordError, ValueError):
     """An image that decodes but fails a quality filter; ``reason`` names the filter."""
 
     def __init__(self, reason: str, detail: str, metrics: dict[str, float] | None = None):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+        super().__init__(reason, detail)
         self.metrics = metrics or {}
 
 
@@ -187,7 +185,7 @@ def normalize(
       FilteredImageError: ``too_small``, ``extreme_aspect``, ``portrait``,
         ``grayscale``, ``near_uniform`` or ``blurry``.
     """
-    image = images._open(data, config.max_pixels)
+    image = images.open_header(data, config.max_pixels)
     if image.format not in ACCEPTED_FORMATS:
         raise InvalidImageError(
             "unsupported_format", f"{image.format} is not one of {', '.join(ACCEPTED_FORMATS)}"
@@ -203,7 +201,7 @@ def normalize(
         scale = min(1.0, max(TARGET_WIDTH / crop_width, TARGET_HEIGHT / crop_height))
         wanted = (math.ceil(width * scale), math.ceil(height * scale))
         image.draft(image.mode, (wanted[1], wanted[0]) if swapped else wanted)
-    image = images._load(image)
+    image = images.decode_pixels(image)
     if orientation != 1:
         image = ImageOps.exif_transpose(image)
     rgb = images.to_rgb(image)
@@ -243,7 +241,3 @@ def normalize(
         mode=source_mode,
         metrics=metrics,
     )
-
-
-def config_from_dict(values: dict[str, Any]) -> FilterConfig:
-    return FilterConfig(**{k: v for k, v in values.items() if v is not None})

@@ -85,3 +85,18 @@ def fixture_images() -> dict[str, tuple[bytes, str]]:
         "text.txt": (b"just some text, not an image\n" * 10, "text/plain"),
         "tiff.tif": (_encode(photo.resize((900, 600)), "TIFF"), "image/tiff"),
     }
+
+
+@pytest.fixture(scope="session")
+def loopback_server(fixture_images):
+    from tests.loopback import LoopbackServer
+
+    with LoopbackServer(fixture_images) as running:
+        yield running
+
+
+@pytest.fixture
+def server(loopback_server):
+    """The real HTTP server on 127.0.0.1, with its request log and fake APIs reset."""
+    loopback_server.reset()
+    return loopback_server

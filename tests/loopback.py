@@ -96,6 +96,13 @@ class LoopbackServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    def reset(self) -> None:
+        """Forgets requests and fake-API state (one server serves many tests)."""
+        with self._lock:
+            self.requests.clear()
+            self.hits.clear()
+            self.apis = FakeApis()
+
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 

@@ -16,24 +16,10 @@ from crawlers import base, commons, crawl, flickr, lists, openverse
 from crawlers.base import Query
 from crawlers.http import ClientConfig, PoliteClient
 from tests.conftest import REPO
-from tests.loopback import FlickrPhoto, LoopbackServer
+from tests.loopback import FlickrPhoto
 
 DAY = 86_400
 START = 1_500_000_000  # 2017-07-14
-
-
-@pytest.fixture(scope="module")
-def shared_server(fixture_images):
-    with LoopbackServer(fixture_images) as running:
-        yield running
-
-
-@pytest.fixture
-def server(shared_server):
-    shared_server.requests.clear()
-    shared_server.hits.clear()
-    shared_server.apis.__init__()
-    return shared_server
 
 
 def _client(**overrides) -> PoliteClient:

@@ -9,20 +9,6 @@ import pytest
 
 from crawlers.http import ClientConfig, HostRateLimiter, HttpError, PoliteClient
 from pipeline import download, fetch, resizer
-from tests.loopback import LoopbackServer
-
-
-@pytest.fixture(scope="module")
-def shared_server(fixture_images):
-    with LoopbackServer(fixture_images) as running:
-        yield running
-
-
-@pytest.fixture
-def server(shared_server):
-    shared_server.requests.clear()
-    shared_server.hits.clear()
-    return shared_server
 
 
 def _client(**overrides) -> PoliteClient:

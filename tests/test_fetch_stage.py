@@ -9,7 +9,6 @@ import pytest
 
 from crawlers import crawl, lists
 from pipeline import fetch, fetch_stage, manifest, resizer
-from tests.loopback import LoopbackServer
 
 #: path on the loopback server -> the reason fetch must give (None: kept).
 EXPECTED = {
@@ -41,12 +40,6 @@ EXPECTED = {
     "/noai/photo.jpg": "opted_out",
     "/slow/3": "timeout",
 }
-
-
-@pytest.fixture(scope="module")
-def server(fixture_images):
-    with LoopbackServer(fixture_images) as running:
-        yield running
 
 
 def _crawl_list(server, work) -> None:
