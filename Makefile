@@ -38,6 +38,8 @@ bench: venv
 	$(BIN)/python benchmarks/bench_build.py
 	$(BIN)/python benchmarks/bench_resize.py
 	$(BIN)/python benchmarks/bench_fetch.py
+	$(BIN)/python benchmarks/bench_dedup.py
+	$(BIN)/python benchmarks/dedup_accuracy.py --embeddings
 
 # Needs Debian's gcompris-qt-data: apt-get install --no-install-recommends gcompris-qt-data
 demo-data: venv

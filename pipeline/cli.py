@@ -10,7 +10,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipeline import __version__, camsdd_layout, crawl_stage, demo, fetch_stage
+from pipeline import (
+    __version__,
+    camsdd_layout,
+    crawl_stage,
+    dedup_stage,
+    demo,
+    embed_stage,
+    fetch_stage,
+)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -50,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_parser(subparsers)
     crawl_stage.add_parser(subparsers)
     fetch_stage.add_parser(subparsers)
+    embed_stage.add_parser(subparsers)
+    dedup_stage.add_parser(subparsers)
     return parser
 
 

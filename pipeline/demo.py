@@ -26,7 +26,7 @@ from etils import epath
 from pipeline import beam_options, camsdd_layout, classes
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR, DEMO_DIR
 
-STEPS = 5
+STEPS = 7
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -142,6 +142,25 @@ def crawl_and_fetch(work: str, workers: int = 1) -> int:
         return cli.main(command)
 
 
+def embed_and_dedup(work: str, workers: int = 1) -> int:
+    """Steps 4 and 5: teacher embeddings, then dedup against the demo CamSDD."""
+    from pipeline import cli
+
+    beam = [f"--direct_num_workers={workers}"] if workers > 1 else []
+    _step(
+        f"4/{STEPS} Embed kept candidates and labeled images with the teacher (Beam RunInference)"
+    )
+    command = ["embed", "--work", work, "--reference", os.fspath(CAMSDD_ROOT), *beam]
+    print("$ camsdd " + " ".join(command), flush=True)
+    code = cli.main(command)
+    if code:
+        return code
+    _step(f"5/{STEPS} Dedup: duplicates within the crawl and leaks of labeled images (Beam)")
+    command = ["dedup", "--work", work, "--reference", os.fspath(CAMSDD_ROOT), *beam]
+    print("$ camsdd " + " ".join(command), flush=True)
+    return cli.main(command)
+
+
 def run(args: argparse.Namespace) -> int:
     data_dir = epath.Path(args.work) / "tfds"
     started = time.monotonic()
@@ -158,7 +177,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: crawl/fetch failed (exit {code}); see above.", file=sys.stderr)
         return code
 
-    _step(f"4/{STEPS} Build the labeled splits: tfds build camsdd (Apache Beam, local runner)")
+    code = embed_and_dedup(os.fspath(args.work), args.workers)
+    if code:
+        print(f"error: embed/dedup failed (exit {code}); see above.", file=sys.stderr)
+        return code
+
+    _step(f"6/{STEPS} Build the labeled splits: tfds build camsdd (Apache Beam, local runner)")
     command = tfds_build_command(os.fspath(DEMO_DIR), os.fspath(data_dir), args.workers)
     print("$ tfds " + " ".join(command[3:]), flush=True)  # what a user would type
     env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
@@ -170,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return result.returncode
 
-    _step(f"5/{STEPS} Load it back: tfds.load('camsdd', ...)")
+    _step(f"7/{STEPS} Load it back: tfds.load('camsdd', ...)")
     import tensorflow_datasets as tfds
 
     import tfds_camsdd  # noqa: F401  (registers the builder)

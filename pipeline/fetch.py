@@ -57,6 +57,7 @@ SCHEMA = pa.schema(
         ("sha256", pa.string()),
         ("source_sha256", pa.string()),
         ("phash", pa.uint64()),
+        ("phash_frame", pa.uint64()),
         ("image_path", pa.string()),
         ("colorfulness", pa.float64()),
         ("contrast", pa.float64()),
@@ -176,6 +177,7 @@ def fetch_candidate(
             sha256=image.sha256,
             source_sha256=image.source_sha256,
             phash=image.phash,
+            phash_frame=image.phash_frame,
             **image.metrics,
         )
         row["image_path"] = store_image(settings.work, image.sha256, image.jpeg)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import collections
-import json
 import re
 from typing import Any
 
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 
-from pipeline import classes
+from pipeline import classes, manifest
 
 TOP_ERRORS = 10
 
@@ -115,10 +113,4 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def write(work: str, report: dict[str, Any]) -> tuple[str, str]:
-    json_path = FileSystems.join(work, "fetch", "report.json")
-    markdown_path = FileSystems.join(work, "fetch", "report.md")
-    with FileSystems.create(json_path) as handle:
-        handle.write(json.dumps(report, indent=1).encode())
-    with FileSystems.create(markdown_path) as handle:
-        handle.write(render_markdown(report).encode())
-    return json_path, markdown_path
+    return manifest.write_report(work, "fetch", report, render_markdown(report))

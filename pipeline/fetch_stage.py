@@ -26,7 +26,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import Metrics, MetricsFilter
+from apache_beam.metrics.metric import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from crawlers.http import PoliteClient
@@ -138,14 +138,6 @@ def build_pipeline(
     )
 
 
-def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
-    counters: dict[str, int] = {}
-    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        name = counter.key.metric.name
-        counters[name] = counters.get(name, 0) + int(counter.committed or counter.attempted or 0)
-    return counters
-
-
 def run_fetch(
     settings: fetch.FetchSettings,
     beam_args: Sequence[str] = (),
@@ -169,7 +161,7 @@ def run_fetch(
         else None
     )
     settings = dataclasses.replace(settings, run_id=manifest.new_run_id())
-    options = PipelineOptions(_with_local_runner(list(beam_args)))
+    options = PipelineOptions(beam_options.with_local_runner(list(beam_args)))
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(
             pipeline,
@@ -180,7 +172,7 @@ def run_fetch(
             retry_transient=retry_transient,
         )
     result = pipeline.result
-    counters = _counters(result)
+    counters = beam_options.counters(result, NAMESPACE)
     latest = manifest.latest_run(settings.work, "fetch")
     if latest is None or latest[0] != settings.run_id:
         raise RuntimeError(f"the fetch run {settings.run_id} wrote no complete manifest")
@@ -197,17 +189,6 @@ def run_fetch(
     report["manifest"] = latest[1]
     report["report_files"] = list(fetch_report.write(settings.work, report))
     return report
-
-
-def _with_local_runner(args: list[str]) -> list[str]:
-    """Beam args with the offline-safe local runner unless a runner was named."""
-    if any(a == "--runner" or a.startswith("--runner=") for a in args):
-        return args
-    extra = [f"--runner={beam_options.LOCAL_RUNNER}"]
-    workers = [a for a in args if a.startswith("--direct_num_workers")]
-    if workers and not any(a.startswith("--direct_running_mode") for a in args):
-        extra.append("--direct_running_mode=multi_processing")
-    return args + extra
 
 
 # ---------------------------------------------------------------- command line

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import re
 import uuid
 
@@ -84,3 +85,14 @@ def read_stage(work: str, stage: str) -> pa.Table | None:
     """The latest complete manifest of ``stage``, or None if it never ran."""
     latest = latest_run(work, stage)
     return read_table(latest[1]) if latest else None
+
+
+def write_report(work: str, stage: str, report: dict, markdown: str) -> tuple[str, str]:
+    """``W/<stage>/report.json`` and ``report.md``; returns their paths."""
+    json_path = FileSystems.join(stage_dir(work, stage), "report.json")
+    markdown_path = FileSystems.join(stage_dir(work, stage), "report.md")
+    with FileSystems.create(json_path) as handle:
+        handle.write(json.dumps(report, indent=1, default=str).encode())
+    with FileSystems.create(markdown_path) as handle:
+        handle.write(markdown.encode())
+    return json_path, markdown_path

@@ -13,8 +13,10 @@ A pure function on bytes (as img2dataset's resizer): no IO, no Beam.
 4. Measure colourfulness, contrast and sharpness on the result (at 288×192, so
    upscaled small images are not judged by their upscaling blur) and apply the
    quality filters.
-5. sha256 of the source bytes and of the JPEG; a 64-bit DCT perceptual hash of
-   the 576×384 pixels (the same bits as ``imagehash.phash``), so dedup never
+5. sha256 of the source bytes and of the JPEG; two 64-bit DCT perceptual hashes
+   (the same bits as ``imagehash.phash``): of the 576×384 pixels, and of the
+   whole frame with letterbox bars trimmed (a letterboxed copy crops to a
+   different 3:2 window, so only the frame hash still matches). Dedup never
    decodes again.
 """
 
@@ -94,6 +96,7 @@ class NormalizedImage:
     sha256: str  # of ``jpeg``: names the file in the content-addressed store
     source_sha256: str  # of the bytes as downloaded
     phash: int  # 64-bit DCT hash of the 576×384 pixels, unsigned
+    phash_frame: int  # the same hash of the whole frame, letterbox bars trimmed
     width: int  # source size, after EXIF orientation
     height: int
     format: str
@@ -120,6 +123,42 @@ def phash64(image: Image.Image) -> int:
     low = (_DCT32 @ small @ _DCT32.T)[:8, :8]
     bits = (low > np.median(low)).ravel()
     return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def _bar_length(std: np.ndarray, mean: np.ndarray, min_bar: float) -> int:
+    """Rows (or columns) from the start that form one flat bar of one colour."""
+    limit = int(len(std) * 0.4)
+    length = 0
+    while length < limit and std[length] < 3.0 and abs(mean[length] - mean[0]) < 4.0:
+        length += 1
+    return length if length >= len(std) * min_bar else 0
+
+
+def letterbox_box(image: Image.Image, min_bar: float = 0.02) -> tuple[int, int, int, int]:
+    """The box inside uniform bars (letterbox/pillarbox) at the image's edges.
+
+    A bar is at least ``min_bar`` of the side, flat (row std < 3 grey levels) and
+    of one colour; at most 40% of each side is trimmed.
+    """
+    small = image.convert("L")
+    small.thumbnail((256, 256))
+    gray = np.asarray(small, np.float32)
+    rows, cols = (gray.std(1), gray.mean(1)), (gray.std(0), gray.mean(0))
+    top, bottom = _bar_length(*rows, min_bar), _bar_length(*(v[::-1] for v in rows), min_bar)
+    left, right = _bar_length(*cols, min_bar), _bar_length(*(v[::-1] for v in cols), min_bar)
+    sx, sy = image.width / small.width, image.height / small.height
+    return (
+        round(left * sx),
+        round(top * sy),
+        round((small.width - right) * sx),
+        round((small.height - bottom) * sy),
+    )
+
+
+def frame_phash64(image: Image.Image) -> int:
+    """``phash64`` of the whole frame inside any letterbox bars."""
+    box = letterbox_box(image)
+    return phash64(image if box == (0, 0, *image.size) else image.crop(box))
 
 
 def quality_metrics(image: Image.Image) -> dict[str, float]:
@@ -235,6 +274,7 @@ def normalize(
         sha256=hashlib.sha256(jpeg).hexdigest(),
         source_sha256=hashlib.sha256(data).hexdigest(),
         phash=phash64(fitted),
+        phash_frame=frame_phash64(rgb),
         width=width,
         height=height,
         format=source_format,

@@ -14,14 +14,14 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from pipeline import beam_options, camsdd_layout
+from pipeline import beam_options, camsdd_layout, images, variants
 from tfds_camsdd.camsdd import build_report, camsdd_dataset_builder
 
 from .conftest import CAT_JPEG
 
 
-def build(manual_dir: Path, data_dir: Path) -> tfds.core.DatasetBuilder:
-    builder = camsdd_dataset_builder.Builder(data_dir=str(data_dir))
+def build(manual_dir: Path, data_dir: Path, config=None) -> tfds.core.DatasetBuilder:
+    builder = camsdd_dataset_builder.Builder(data_dir=str(data_dir), config=config)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(
             manual_dir=str(manual_dir),
@@ -163,3 +163,59 @@ def test_builds_from_the_release_zip(manual_dir, tmp_path):
     assert counts == {"train": 4, "validation": 2, "test": 3}
     report = json.loads((builder.data_path / build_report.REPORT_FILE).read_text())
     assert report["splits"]["test"]["examples_written"] == 3
+
+
+def _extra_manifest(path: Path, rows: list[tuple[str, Path, str]]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "key": [k for k, _, _ in rows],
+            "status": ["kept"] * len(rows),
+            "image_path": [str(p) for _, p, _ in rows],
+            "label": [label for _, _, label in rows],
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def _extra_config(manifest_path: Path, name: str):
+    return camsdd_dataset_builder.CamsddConfig(
+        name=name, extra_splits=("extra_pseudo",), extra_manifest=str(manifest_path)
+    )
+
+
+def test_extra_split_is_built_from_a_manifest(manual_dir, tmp_path):
+    cat = tmp_path / "cat.jpg"
+    cat.write_bytes(images.encode_jpeg(images.fit_to_size(Image.open(CAT_JPEG))))
+    manifest_path = _extra_manifest(tmp_path / "extra.parquet", [("urls-cat", cat, "5_Cat")])
+    builder = build(manual_dir, tmp_path / "data", _extra_config(manifest_path, "extra_ok"))
+    (example,) = examples(builder, "extra_pseudo")
+    assert example["id"].decode() == "urls-cat" and example["label"] == 4
+    train_plus_extra = builder.as_dataset(split="train+extra_pseudo")
+    assert len(list(train_plus_extra)) == builder.info.splits["train"].num_examples + 1
+
+
+def test_build_refuses_an_extra_image_that_leaks_a_test_image(manual_dir, tmp_path):
+    scan = camsdd_layout.scan_camsdd(camsdd_layout.find_camsdd_root(manual_dir))
+    test_file = scan.splits["test"].files[0]
+    # A brighter, re-encoded copy of a test image: what a crawler finds on the web.
+    leaked = variants.make_variant(Image.open(test_file.path), "brightness_contrast")
+    leak = tmp_path / "leak.jpg"
+    leak.write_bytes(images.encode_jpeg(leaked, quality=70))
+    manifest_path = _extra_manifest(
+        tmp_path / "extra.parquet", [("urls-leak", leak, test_file.class_folder)]
+    )
+    with pytest.raises(Exception, match=r"urls-leak near-duplicates test example") as error:
+        build(manual_dir, tmp_path / "data", _extra_config(manifest_path, "extra_leak"))
+    assert test_file.key in str(error.value)
+    assert not list((tmp_path / "data").rglob("*extra_pseudo*.tfrecord*"))
+
+
+def test_extra_config_without_a_manifest_says_what_to_set(manual_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv(camsdd_dataset_builder.EXTRA_MANIFEST_ENV, raising=False)
+    config = camsdd_dataset_builder.CamsddConfig(name="extra_none", extra_splits=("extra_pseudo",))
+    with pytest.raises(ValueError, match=camsdd_dataset_builder.EXTRA_MANIFEST_ENV):
+        build(manual_dir, tmp_path / "data", config)

@@ -79,10 +79,14 @@ def test_demo_builds_prints_counts_and_loads_uint8_images(tmp_path):
     out = result.stdout
     assert "$ tfds build camsdd --imports tfds_camsdd" in out
     # Crawl + fetch of the candidate pool over loopback, through the real commands.
-    assert "crawl 'demo-urls': 59 records, 59 kept" in out
-    assert "59 candidates -> 53 kept, 6 dropped (reconciled)" in out
+    assert "crawl 'demo-urls': 62 records, 62 kept" in out
+    assert "62 candidates -> 56 kept, 6 dropped (reconciled)" in out
     fetched = manifest.read_stage(str(tmp_path / "work"), "fetch").to_pylist()
-    assert len(fetched) == 59 and all(r["url"].startswith("http://127.0.0.1:") for r in fetched)
+    assert len(fetched) == 62 and all(r["url"].startswith("http://127.0.0.1:") for r in fetched)
+    # Embed + dedup: every planted duplicate caught (tests/test_dedup_stage.py checks which).
+    assert "embed (efficientnet_lite0-224x336): 123 embedded" in out
+    assert "56 candidates -> 42 kept, 14 dropped (reconciled)" in out
+    assert "duplicate clusters among candidates: 3" in out
     for row in fetched:
         if row["status"] == "kept":
             assert Path(row["image_path"]).is_file()

@@ -90,7 +90,7 @@ def test_wheel_ships_the_dataset_card_dummy_data_and_demo_photos(tmp_path, sourc
         for p in (REPO / "pipeline" / "demo_data").rglob("*")
         if p.suffix in (".jpg", ".png", ".webp")
     ]
-    assert len(demo) == len(expected) == 126
+    assert len(demo) == len(expected) == 129
     assert "pipeline/demo_data/candidates/truth.csv" in names
     assert "crawlers/queries.csv" in names  # the editable default queries
     entry_points = [n for n in names if n.endswith("entry_points.txt")]

@@ -33,9 +33,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+from PIL import Image, ImageFilter, ImageOps
 
-from pipeline import images
+from pipeline import images, variants
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR, DEMO_DIR, qres
 
 GCOMPRIS_RCC = Path("/usr/share/gcompris-qt/rcc")
@@ -212,6 +212,14 @@ EDITED_DUPLICATES: list[tuple[str, str, str]] = [
     ("gcompris:" + SEA + "sea3.webp", "text_overlay", "JPEG"),
     ("gcompris:" + WONDERS + "machuPicchu.webp", "flip", "WEBP"),
     ("gcompris:" + OTHERS + "igloo.webp", "rotate_3", "JPEG"),
+]
+
+#: Edited copies of pool candidates (by their number after the shuffle), appended at the
+#: end of the pool: duplicates WITHIN the crawl for dedup to cluster. (number, variant, format)
+POOL_DUPLICATES: list[tuple[int, str, str]] = [
+    (22, "downscale_640", "JPEG"),
+    (13, "jpeg_q50", "JPEG"),
+    (3, "letterbox_4x3", "JPEG"),
 ]
 
 #: Attribution of the photos bundled in Python packages (from their docs).
@@ -438,13 +446,6 @@ def _encode(image: Image.Image, fmt: str, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    for path in ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",):
-        if Path(path).exists():
-            return ImageFont.truetype(path, size)
-    return ImageFont.load_default(size=size)
-
-
 def make_qr_photo(number: int) -> tuple[Image.Image, Photo]:
     """A QR code printed on a card, lying on a real photographed surface."""
     import segno
@@ -487,48 +488,6 @@ def make_qr_photo(number: int) -> tuple[Image.Image, Photo]:
         f"segno QR code ({payload!r}) composited onto {background_photo.origin}",
     )
     return photo, meta
-
-
-def make_variant(image: Image.Image, variant: str) -> Image.Image:
-    """A near-duplicate edit of ``image``."""
-    image = images.to_rgb(image)
-    w, h = image.size
-    if variant == "jpeg_q50":  # the edit is the re-encode itself
-        return image
-    if variant == "downscale_640":
-        return image.resize((640, round(640 * h / w)), Image.Resampling.BILINEAR)
-    if variant == "crop_85":
-        scale = 0.85**0.5
-        cw, ch = round(w * scale), round(h * scale)
-        left, top = (w - cw) // 3, (h - ch) // 2
-        return image.crop((left, top, left + cw, top + ch))
-    if variant == "brightness_contrast":
-        return ImageEnhance.Contrast(ImageEnhance.Brightness(image).enhance(1.2)).enhance(1.15)
-    if variant == "letterbox_4x3":
-        height = round(w * 3 / 4)
-        canvas = Image.new("RGB", (w, max(height, h)), (0, 0, 0))
-        canvas.paste(image, (0, (canvas.height - h) // 2))
-        return canvas
-    if variant == "text_overlay":
-        out = image.copy()
-        draw = ImageDraw.Draw(out)
-        font = _font(max(24, w // 14))
-        draw.text(
-            (w * 0.06, h * 0.75),
-            "DIVE TRIPS -20%",
-            font=font,
-            fill=(255, 255, 255),
-            stroke_width=3,
-            stroke_fill=(0, 0, 0),
-        )
-        return out
-    if variant == "flip":
-        return ImageOps.mirror(image)
-    if variant == "rotate_3":
-        return image.rotate(
-            3, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=(255, 255, 255)
-        )
-    raise ValueError(variant)
 
 
 def _slug(source: str) -> str:
@@ -613,7 +572,7 @@ def regenerate() -> None:
         photo = load_photo(source)
         original = photo.image()
         original.thumbnail((1024, 1024), Image.Resampling.LANCZOS)  # keeps the repo small
-        edited = make_variant(original, variant)
+        edited = variants.make_variant(original, variant)
         quality = 50 if variant == "jpeg_q50" else 85
         ext = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}[fmt]
         pool.append(
@@ -630,6 +589,22 @@ def regenerate() -> None:
             }
         )
     random.Random(2021).shuffle(pool)
+    for number, variant, fmt in POOL_DUPLICATES:
+        entry = pool[number - 1]
+        original = images.open_image(entry["data"])
+        original.thumbnail((1024, 1024), Image.Resampling.LANCZOS)
+        edited = variants.make_variant(original, variant)
+        pool.append(
+            {
+                **entry,
+                "data": _encode(edited, fmt, 50 if variant == "jpeg_q50" else 85),
+                "ext": {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}[fmt],
+                "note": f"near-duplicate of candidate {number} made by {variant}",
+                "kind": "near_duplicate",
+                "duplicate_of": f"candidates/images/cand_{number:03d}{entry['ext']}",
+                "variant": variant,
+            }
+        )
     (CANDIDATES_DIR / "images").mkdir(parents=True)
     candidates, truth = [], []
     for number, entry in enumerate(pool, start=1):

@@ -12,6 +12,14 @@ Invalid images follow the policy in the environment variable
   not decode is skipped. Each such file is named in a warning and in
   ``build_report.json`` next to the built dataset.
 * ``fail``: the first such image stops the build with an error naming it.
+
+Extra splits (pseudo-labeled images) come from a stage manifest: a Parquet file
+(or glob) with ``key``, ``status``, ``image_path`` and ``label`` (a class folder
+name), named by the config's ``extra_manifest`` or by ``CAMSDD_EXTRA_MANIFEST``.
+Whatever produced it, every extra image is checked against the validation and
+test images at build time (sha256, and both pHashes within the dedup radius):
+one near-duplicate stops the build with an error naming both images, so no
+validation or test image leaks into training even if ``camsdd dedup`` was skipped.
 """
 
 from __future__ import annotations
@@ -24,15 +32,19 @@ import json
 from os import environ
 
 import apache_beam as beam
+import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from pipeline import camsdd_layout, classes, images
+from pipeline import camsdd_layout, classes, dedup, images
 
 from . import build_report
 
 POLICY_ENV = "CAMSDD_INVALID_IMAGE_POLICY"
+EXTRA_MANIFEST_ENV = "CAMSDD_EXTRA_MANIFEST"
+#: Splits an extra image must never near-duplicate.
+GUARDED_SPLITS = ("validation", "test")
 POLICIES = ("report", "fail")
 _ISSUES = "issues"
 _COUNTER_NAMESPACE = "camsdd"
@@ -40,6 +52,10 @@ _COUNTER_NAMESPACE = "camsdd"
 
 class InvalidCamsddImageError(ValueError):
     """An invalid image under the ``fail`` policy; the message names the file."""
+
+
+class LeakError(ValueError):
+    """An extra example near-duplicates a validation or test example."""
 
 
 def invalid_image_policy() -> str:
@@ -60,9 +76,12 @@ class CamsddConfig(tfds.core.BuilderConfig):
       extra_splits: names of extra (pseudo-labeled) splits built on top of the
         official ones. Empty for ``official``; the pseudo-labeling stage adds
         configs that set it.
+      extra_manifest: Parquet file or glob of the extra images (else the
+        ``CAMSDD_EXTRA_MANIFEST`` environment variable).
     """
 
     extra_splits: tuple[str, ...] = ()
+    extra_manifest: str | None = None
 
 
 class _CheckImages(beam.DoFn):
@@ -137,6 +156,102 @@ class _ExamplesFromFiles(beam.PTransform):
         return checked.examples
 
 
+def _guard_record(f: camsdd_layout.LabeledFile):
+    """Hashes of one validation/test image for the leak check (unreadable: skipped)."""
+    try:
+        yield dedup.reference_record(f.split, f.key, epath.Path(f.path).read_bytes())
+    except (images.InvalidImageError, OSError):
+        return
+
+
+class _RefuseLeaksDoFn(beam.DoFn):
+    """Passes extra examples through; raises LeakError on a validation/test near-duplicate."""
+
+    def __init__(self, radius: int):
+        self._radius = radius
+        self._built_for = None
+
+    def process(self, element, guard):
+        if self._built_for != id(guard):
+            self._guard = guard
+            self._sha = {g["sha256"]: g for g in guard}
+            self._codes = dedup.code_matrix(
+                [g["phash"] for g in guard], [g["phash_frame"] for g in guard]
+            )
+            self._built_for = id(guard)
+        key, example = element
+        record = dedup.reference_record("extra", key, example["image"])
+        matched = self._sha.get(record["sha256"])
+        distance = 0
+        if matched is None and len(self._guard):
+            codes = dedup.code_matrix([record["phash"]], [record["phash_frame"]])
+            hits = dedup.hash_matches(codes, self._codes, self._radius)
+            if len(hits):
+                best = int(np.argmin(hits.distance))
+                matched, distance = self._guard[hits.right[best]], int(hits.distance[best])
+        if matched is not None:
+            beam.metrics.Metrics.counter(_COUNTER_NAMESPACE, "extra/leaks_refused").inc()
+            raise LeakError(
+                f"extra example {key} near-duplicates {matched['split']} example "
+                f"{matched['key']} (pHash distance {distance} <= {self._radius}). The "
+                f"extra split must not leak {' or '.join(GUARDED_SPLITS)} images: run "
+                "`camsdd dedup --reference CAMSDD_ROOT` and build from its output."
+            )
+        yield element
+
+
+def _extra_example(row: dict) -> tuple[str, dict]:
+    data = epath.Path(row["image_path"]).read_bytes()
+    checked = images.check_camsdd_image(data)
+    return row["key"], {
+        "image": checked.jpeg,
+        "label": classes.CLASS_FOLDERS.index(row["label"]),
+        "id": row["key"],
+        "file_name": epath.Path(row["image_path"]).name,
+    }
+
+
+class _ExtraExamples(beam.PTransform):
+    """Kept rows of an extra-split manifest → examples, refused if they leak."""
+
+    def __init__(self, rows: list[dict], guard_files: list[camsdd_layout.LabeledFile]):
+        super().__init__()
+        self._rows = rows
+        self._guard_files = guard_files
+
+    def expand(self, pbegin):
+        guard = (
+            pbegin
+            | "ListGuarded" >> beam.Create(self._guard_files)
+            | "HashGuarded" >> beam.FlatMap(_guard_record)
+        )
+        return (
+            pbegin
+            | "ListExtra" >> beam.Create(self._rows)
+            | "ReadExtra" >> beam.Map(_extra_example)
+            | "RefuseLeaks"
+            >> beam.ParDo(_RefuseLeaksDoFn(dedup.DEFAULT_RADIUS), beam.pvalue.AsList(guard))
+        )
+
+
+def read_extra_manifest(pattern: str) -> list[dict]:
+    """Kept rows (key, image_path, label) of an extra-split manifest; errors name the problem."""
+    import pyarrow.parquet as pq
+
+    paths = sorted(str(p) for p in epath.Path(pattern).parent.glob(epath.Path(pattern).name))
+    if not paths:
+        raise FileNotFoundError(f"no extra-split manifest matches {pattern}")
+    rows = []
+    for path in paths:
+        with epath.Path(path).open("rb") as handle:
+            table = pq.read_table(handle, columns=["key", "status", "image_path", "label"])
+        rows += [r for r in table.to_pylist() if r["status"] == "kept"]
+    unknown = sorted({r["label"] for r in rows} - set(classes.CLASS_FOLDERS))
+    if unknown:
+        raise ValueError(f"{pattern}: labels {unknown} are not CamSDD class folders")
+    return rows
+
+
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for CamSDD."""
 
@@ -195,10 +310,23 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             logging.warning("CamSDD layout: %s", warning)
         self._layout_scan = scan
         self._policy = policy
-        return {
+        generators = {
             split: self._generate_examples(split_scan.files, policy, str(self._issues_path(split)))
             for split, split_scan in scan.splits.items()
         }
+        extra_splits = self.builder_config.extra_splits
+        if extra_splits:
+            pattern = self.builder_config.extra_manifest or environ.get(EXTRA_MANIFEST_ENV)
+            if not pattern:
+                raise ValueError(
+                    f"config {self.builder_config.name} has extra splits {extra_splits}: set "
+                    f"{EXTRA_MANIFEST_ENV} to the manifest that lists their images"
+                )
+            guard_files = [f for s in GUARDED_SPLITS for f in scan.splits[s].files]
+            rows = read_extra_manifest(pattern)
+            for split in extra_splits:
+                generators[split] = _ExtraExamples(rows, guard_files)
+        return generators
 
     def _generate_examples(self, files, policy, issues_path):
         """Beam: reads, checks and yields (key, example) for each file."""

@@ -1,0 +1,254 @@
+"""The dedup run report: counts per reason and class, every leak, every duplicate cluster."""
+
+from __future__ import annotations
+
+import collections
+import io
+from typing import Any
+
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from PIL import Image, ImageDraw
+
+from pipeline import camsdd_layout, classes, dedup
+
+MAX_CLUSTERS_LISTED = 200
+THUMB = (144, 96)
+
+
+def reference_summary(
+    reference: list[camsdd_layout.LabeledFile], unreadable: list[str]
+) -> dict[str, Any]:
+    per_split = collections.Counter(f.split for f in reference)
+    return {
+        "images": len(reference),
+        "per_split": dict(per_split),
+        "unreadable": unreadable,
+        "paths": {f.key: f.path for f in reference},
+    }
+
+
+def _family(reason: str | None) -> str:
+    if reason and reason.startswith(dedup.DUPLICATE_OF):
+        return "duplicate_of"
+    return reason or "kept"
+
+
+def build(
+    table: pa.Table,
+    *,
+    counters: dict[str, int],
+    reference: dict[str, Any],
+    config: dict[str, Any],
+    embeddings_model: str | None,
+    seconds: float,
+    run_id: str,
+) -> dict[str, Any]:
+    """The report as a JSON-able dict; ``reconciled``: inputs == kept + dropped."""
+    rows = table.to_pylist()
+    status = collections.Counter(r["status"] for r in rows)
+    reasons = collections.Counter(_family(r["reason"]) for r in rows if r["status"] != "kept")
+    per_class: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for r in rows:
+        per_class[r["query_class"] or "(no class)"][_family(r["reason"])] += 1
+    leak_reasons = set(dedup.SPLIT_REASONS.values())
+    leaks = [
+        {
+            "key": r["key"],
+            "reason": r["reason"],
+            "match_key": r["match_key"],
+            "match_kind": r["match_kind"],
+            "match_distance": r["match_distance"],
+            "query_class": r["query_class"],
+            "url": r["url"],
+            "image_path": r["image_path"],
+        }
+        for r in sorted(rows, key=lambda r: (r["reason"] or "", r["key"]))
+        if r["reason"] in leak_reasons
+    ]
+    clusters: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for r in rows:
+        if (r["cluster_size"] or 1) > 1:
+            clusters[r["cluster"]].append(r)
+    listed = []
+    for cluster_id, members in sorted(clusters.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        members = sorted(members, key=lambda r: (r["status"] != "kept", r["key"]))
+        listed.append(
+            {
+                "cluster": cluster_id,
+                "size": len(members),
+                "members": [
+                    {
+                        "key": m["key"],
+                        "status": m["status"],
+                        "reason": m["reason"],
+                        "match_kind": m["match_kind"],
+                        "match_distance": m["match_distance"],
+                        "size": f"{m['width']}x{m['height']}",
+                        "license": m["license"],
+                        "image_path": m["image_path"],
+                    }
+                    for m in members
+                ],
+            }
+        )
+    inputs = counters.get("inputs", len(rows))
+    dropped = sum(reasons.values())
+    return {
+        "run_id": run_id,
+        "inputs": inputs,
+        "rows": len(rows),
+        "kept": status.get("kept", 0),
+        "dropped": dropped,
+        "reconciled": inputs == len(rows) == status.get("kept", 0) + dropped,
+        "dropped_by_reason": dict(reasons.most_common()),
+        "per_class": {k: dict(per_class[k]) for k in classes.sort_class_folders(list(per_class))},
+        "leaks": leaks,
+        "clusters": listed[:MAX_CLUSTERS_LISTED],
+        "cluster_count": len(clusters),
+        "reference": {k: v for k, v in reference.items() if k != "paths"},
+        "config": config,
+        "embeddings_model": embeddings_model,
+        "seconds": round(seconds, 2),
+        "beam_counters": counters,
+    }
+
+
+def render_text(report: dict[str, Any]) -> str:
+    ref = report["reference"]
+    lines = [
+        f"dedup run {report['run_id']}: {report['inputs']} candidates -> {report['kept']} kept, "
+        f"{report['dropped']} dropped "
+        f"({'reconciled' if report['reconciled'] else 'NOT RECONCILED'}) in {report['seconds']} s",
+        f"  reference: {ref['images']} labeled images {ref['per_split']}; hashes radius "
+        f"{report['config']['radius']}, embeddings: {report['embeddings_model'] or 'not used'}",
+    ]
+    if report["dropped_by_reason"]:
+        lines.append("  dropped by reason:")
+        lines += [f"    {k:<22} {v:>6}" for k, v in report["dropped_by_reason"].items()]
+    if report["leaks"]:
+        lines.append("  matches of labeled images:")
+        for leak in report["leaks"]:
+            distance = leak["match_distance"]
+            lines.append(
+                f"    {leak['key']:<24} {leak['reason']:<20} {leak['match_key']} "
+                f"({leak['match_kind']}{'' if distance is None else f' {distance:g}'})"
+            )
+    if report["clusters"]:
+        lines.append(f"  duplicate clusters among candidates: {report['cluster_count']}")
+        for cluster in report["clusters"][:20]:
+            members = ", ".join(
+                m["key"] + ("*" if m["status"] == "kept" else "") for m in cluster["members"]
+            )
+            lines.append(f"    {cluster['size']} images: {members}")
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    ref = report["reference"]
+    lines = [
+        f"# Dedup report ({report['run_id']})",
+        "",
+        f"{report['inputs']} candidates: **{report['kept']} kept**, {report['dropped']} dropped"
+        f" — {'reconciled' if report['reconciled'] else '**NOT reconciled**'}.",
+        f"Reference: {ref['images']} labeled images ({ref['per_split']}); "
+        f"{len(ref['unreadable'])} unreadable. Hash radius {report['config']['radius']} bits; "
+        f"embeddings: {report['embeddings_model'] or 'not used'} "
+        f"(min cosine {report['config']['min_cosine']}).",
+        "",
+        "## Dropped by reason",
+        "",
+        "| reason | count |",
+        "| --- | ---: |",
+        *[f"| {k} | {v} |" for k, v in report["dropped_by_reason"].items()],
+        "",
+        "## Matches of labeled images (leaks and train duplicates)",
+        "",
+        "| candidate | reason | labeled image | how | distance |",
+        "| --- | --- | --- | --- | ---: |",
+    ]
+    for leak in report["leaks"]:
+        distance = "" if leak["match_distance"] is None else f"{leak['match_distance']:g}"
+        lines.append(
+            f"| {leak['key']} | {leak['reason']} | {leak['match_key']} | {leak['match_kind']} "
+            f"| {distance} |"
+        )
+    lines += ["", f"## Duplicate clusters ({report['cluster_count']})", ""]
+    for cluster in report["clusters"]:
+        lines.append(f"- **{cluster['size']} images**:")
+        for m in cluster["members"]:
+            how = (
+                f" ({m['match_kind']} {m['match_distance']:g})"
+                if m["match_distance"] is not None
+                else ""
+            )
+            lines.append(
+                f"  - {m['key']} {m['size']} {m['license'] or 'no license'}: "
+                f"{m['status'] if m['status'] == 'kept' else m['reason']}{how}"
+            )
+    lines += ["", "## Per class", "", "| class | kept | dropped |", "| --- | ---: | ---: |"]
+    for name, counts in report["per_class"].items():
+        dropped = sum(v for k, v in counts.items() if k != "kept")
+        lines.append(f"| {name} | {counts.get('kept', 0)} | {dropped} |")
+    if report.get("contact_sheet"):
+        lines += ["", "## Contact sheet", "", f"![leaks and clusters]({report['contact_sheet']})"]
+    return "\n".join(lines) + "\n"
+
+
+def _thumb(path: str | None) -> Image.Image:
+    canvas = Image.new("RGB", THUMB, (40, 40, 40))
+    if path:
+        try:
+            with FileSystems.open(path) as handle:
+                image = Image.open(io.BytesIO(handle.read())).convert("RGB")
+            image.thumbnail(THUMB)
+            canvas.paste(image, ((THUMB[0] - image.width) // 2, (THUMB[1] - image.height) // 2))
+        except Exception:  # a missing image leaves a grey tile; the table still names it
+            pass
+    return canvas
+
+
+def contact_sheet(report: dict[str, Any], reference_paths: dict[str, str], out_path: str) -> str:
+    """A PNG: one row per leak (candidate | labeled image), then one row per cluster."""
+    rows: list[tuple[str, list[tuple[str | None, str]]]] = []
+    for leak in report["leaks"]:
+        if leak["match_kind"] == "cluster":
+            continue
+        rows.append(
+            (
+                f"{leak['reason']} ({leak['match_kind']} {leak['match_distance']:g})",
+                [
+                    (leak["image_path"], leak["key"]),
+                    (reference_paths.get(leak["match_key"]), leak["match_key"]),
+                ],
+            )
+        )
+    for cluster in report["clusters"][:30]:
+        rows.append(
+            (
+                f"cluster of {cluster['size']}",
+                [
+                    (m["image_path"], m["key"] + (" (kept)" if m["status"] == "kept" else ""))
+                    for m in cluster["members"][:6]
+                ],
+            )
+        )
+    label_height, width = 16, 6 * (THUMB[0] + 4) + 4
+    sheet = Image.new(
+        "RGB", (width, max(1, len(rows)) * (THUMB[1] + 2 * label_height + 8)), "white"
+    )
+    draw = ImageDraw.Draw(sheet)
+    y = 4
+    for title, tiles in rows:
+        draw.text((4, y), title, fill="black")
+        y += label_height
+        for i, (path, caption) in enumerate(tiles):
+            x = 4 + i * (THUMB[0] + 4)
+            sheet.paste(_thumb(path), (x, y))
+            draw.text((x, y + THUMB[1] + 1), caption[:24], fill="black")
+        y += THUMB[1] + label_height + 8
+    buffer = io.BytesIO()
+    sheet.save(buffer, "PNG")
+    with FileSystems.create(out_path) as handle:
+        handle.write(buffer.getvalue())
+    return out_path

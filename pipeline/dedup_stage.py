@@ -1,0 +1,503 @@
+"""``camsdd dedup``: the Beam pipeline that drops duplicates and leaks of labeled images.
+
+::
+
+  W/fetch/manifest (kept rows)          CAMSDD_ROOT train/validation/test (+ hashes)
+        │                                       │  side input, built once
+        ├── MatchReference (batches, HammingIndex; cosine on embeddings) ──┐
+        ├── hash buckets → GroupByKey → verify pairs ──┐                   │
+        ├── equal sha256 → GroupByKey ─────────────────┤                   │
+        │                                   edges → connected components   │
+        └─────────── CoGroupByKey(candidate, cluster, reference matches) ──┘
+                          → GroupByKey(cluster) → decide → W/dedup/manifest-*.parquet
+
+Bucketing is the multi-index hashing of ``pipeline.hamming`` done by Beam's
+shuffle: each candidate emits one key per table and flip (stored or probed side),
+candidates sharing a key are verified with the exact distance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline import (
+    beam_options,
+    camsdd_layout,
+    dedup,
+    dedup_report,
+    embeddings,
+    fetch,
+    hamming,
+    images,
+    manifest,
+    teacher,
+)
+
+NAMESPACE = "camsdd.dedup"
+STAGE = "dedup"
+#: Columns added to the fetch row.
+DEDUP_COLUMNS = [
+    ("cluster", pa.string()),
+    ("cluster_size", pa.int64()),
+    ("match_key", pa.string()),
+    ("match_kind", pa.string()),
+    ("match_distance", pa.float64()),
+    ("fetch_run_id", pa.string()),
+]
+SCHEMA = pa.schema(
+    [f for f in fetch.SCHEMA if f.name not in ("run_id",)]
+    + [pa.field(name, kind) for name, kind in DEDUP_COLUMNS]
+    + [pa.field("run_id", pa.string())]
+)
+
+
+# ------------------------------------------------------------------ reference
+
+
+def reference_files(root: str) -> list[camsdd_layout.LabeledFile]:
+    """Every labeled image under CAMSDD_ROOT (all splits); errors if the layout is wrong."""
+    scan = camsdd_layout.scan_camsdd(camsdd_layout.find_camsdd_root(root))
+    return [f for split in scan.splits.values() for f in split.files]
+
+
+class HashReferenceDoFn(beam.DoFn):
+    """Labeled file → hash record; an unreadable file goes to the ``invalid`` output."""
+
+    INVALID = "invalid"
+
+    def process(self, f: camsdd_layout.LabeledFile):
+        try:
+            with FileSystems.open(f.path) as handle:
+                data = handle.read()
+            yield dedup.reference_record(f.split, f.key, data)
+        except (images.InvalidImageError, OSError) as error:
+            Metrics.counter(NAMESPACE, "reference_unreadable").inc()
+            yield beam.pvalue.TaggedOutput(
+                self.INVALID, {"key": f.key, "reason": getattr(error, "reason", "unreadable")}
+            )
+
+
+class MatchReferenceDoFn(beam.DoFn):
+    """A batch of candidates → (key, [(split, Match)]) for those matching a labeled image."""
+
+    def __init__(self, config: dedup.DedupConfig):
+        self.config = config
+        self._built_for = None
+
+    def _build(self, reference: list[dict[str, Any]], ref_vectors: dict[str, Any]) -> None:
+        self._refs = reference
+        self._codes = dedup.code_matrix(
+            [r["phash"] for r in reference], [r["phash_frame"] for r in reference]
+        )
+        self._sha = {r["sha256"]: i for i, r in enumerate(reference)}
+        self._vector_refs = [r for r in reference if r["key"] in ref_vectors]
+        self._vectors = (
+            dedup.normalize_rows(np.stack([ref_vectors[r["key"]] for r in self._vector_refs]))
+            if self._vector_refs
+            else None
+        )
+        self._built_for = id(reference)
+
+    def process(self, batch, reference, ref_vectors):
+        if self._built_for != id(reference):
+            self._build(reference, ref_vectors)
+        found: dict[str, list[tuple[str, dedup.Match]]] = {}
+
+        def add(row, ref, kind, distance):
+            found.setdefault(row["key"], []).append(
+                (ref["split"], dedup.Match(ref["key"], kind, float(distance)))
+            )
+
+        for row in batch:
+            for column in ("source_sha256", "sha256"):
+                if row.get(column) in self._sha:
+                    add(row, self._refs[self._sha[row[column]]], "sha256", 0)
+        if len(self._refs):
+            codes = dedup.code_matrix(
+                [r["phash"] for r in batch], [r.get("phash_frame") for r in batch]
+            )
+            hits = dedup.hash_matches(codes, self._codes, self.config.radius)
+            for left, right, distance in zip(hits.left, hits.right, hits.distance, strict=True):
+                add(batch[left], self._refs[right], "phash", distance)
+        if self._vectors is not None and self.config.embeddings:
+            with_vectors = [r for r in batch if r.get("embedding") is not None]
+            if with_vectors:
+                queries = dedup.normalize_rows(np.stack([r["embedding"] for r in with_vectors]))
+                left, right, sims = dedup.cosine_matches(
+                    queries, self._vectors, self.config.min_cosine
+                )
+                for i, j, sim in zip(left, right, sims, strict=True):
+                    add(with_vectors[i], self._vector_refs[j], "embedding", round(1 - sim, 4))
+        yield from found.items()
+
+
+# ------------------------------------------------------------------ candidate pairs
+
+
+def bucket_entries(row: dict[str, Any], radius: int) -> Iterable[tuple[tuple, tuple]]:
+    """(bucket, (role, key, codes)) for one candidate: the multi-index hashing keys.
+
+    role ``b`` pairs with anything, ``s`` (stored side) with ``p`` (probed side).
+    """
+    codes = tuple(int(c) for c in dedup.row_codes(row))
+    radii = hamming.table_radii(radius)
+    for kind, code in enumerate(codes):
+        for table, ((shift, width), table_radius) in enumerate(
+            zip(hamming.substrings(radius), radii, strict=True)
+        ):
+            if table_radius < 0:
+                continue
+            value = (code >> shift) & ((1 << width) - 1)
+            stored, probed = hamming.split_radius(table_radius)
+            if stored == probed:
+                for mask in hamming.flip_masks(width, stored):
+                    yield (kind, table, value ^ mask), ("b", row["key"], codes)
+            else:
+                for mask in hamming.flip_masks(width, stored):
+                    yield (kind, table, value ^ mask), ("s", row["key"], codes)
+                for mask in hamming.flip_masks(width, probed):
+                    yield (kind, table, value ^ mask), ("p", row["key"], codes)
+
+
+def verify_bucket(element, radius: int) -> Iterable[tuple[tuple[str, str], float]]:
+    """((key, key), distance) of every pair in one bucket within the radius."""
+    _, entries = element
+    entries = sorted(set(entries))
+    if len(entries) < 2:
+        return
+    roles = np.array([e[0] for e in entries])
+    keys = [e[1] for e in entries]
+    codes = np.array([e[2] for e in entries], np.uint64)
+    for i in range(len(entries)):
+        distance = dedup.pair_distance(codes[i][None, :], codes[i + 1 :])
+        for offset in np.flatnonzero(distance <= radius):
+            j = i + 1 + offset
+            pairable = "b" in (roles[i], roles[j]) or roles[i] != roles[j]
+            if pairable and keys[i] != keys[j]:
+                yield tuple(sorted((keys[i], keys[j]))), float(distance[offset])
+
+
+def equal_digest_pairs(element) -> Iterable[tuple[tuple[str, str], float]]:
+    """Candidates with equal sha256 (source or output): a star onto the first key."""
+    _, keys = element
+    keys = sorted(set(keys))
+    for other in keys[1:]:
+        yield (keys[0], other), 0.0
+
+
+def cluster_ids(edges: list[tuple[str, str]]) -> Iterable[tuple[str, str]]:
+    """(key, cluster id) for every key on an edge; the id is the cluster's smallest key."""
+    if not edges:
+        return
+    names = sorted({k for edge in edges for k in edge})
+    index = {name: i for i, name in enumerate(names)}
+    left = np.array([index[a] for a, _ in edges])
+    right = np.array([index[b] for _, b in edges])
+    labels = dedup.components(len(names), left, right)
+    first: dict[int, str] = {}
+    for name, label in zip(names, labels, strict=True):
+        first.setdefault(int(label), name)
+    for name, label in zip(names, labels, strict=True):
+        yield name, first[int(label)]
+
+
+class DecideClusterDoFn(beam.DoFn):
+    def __init__(self, run_id: str):
+        self.run_id = run_id
+
+    def process(self, element):
+        _, members = element
+        rows = [row for row, _ in members]
+        reference_matches = {row["key"]: matches for row, matches in members if matches}
+        for out in dedup.decide_cluster(rows, reference_matches, dedup.member_link):
+            name = "kept" if out["status"] == "kept" else _reason_family(out["reason"])
+            Metrics.counter(NAMESPACE, name).inc()
+            out.pop("embedding", None)
+            out["fetch_run_id"] = out.get("run_id")
+            out["run_id"] = self.run_id
+            yield {name: out.get(name) for name in SCHEMA.names}
+
+
+def _reason_family(reason: str) -> str:
+    return "dropped:duplicate_of" if reason.startswith(dedup.DUPLICATE_OF) else f"dropped:{reason}"
+
+
+def _join(element):
+    key, grouped = element
+    rows, clusters, matches = grouped["row"], grouped["cluster"], grouped["reference"]
+    if not rows:
+        return
+    cluster = clusters[0] if clusters else key
+    yield cluster, (rows[0], matches[0] if matches else [])
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    *,
+    work: str,
+    fetch_paths: list[str],
+    reference: list[camsdd_layout.LabeledFile],
+    config: dedup.DedupConfig,
+    run_id: str,
+    vector_paths: list[str] | None,
+) -> None:
+    """Wires the dedup pipeline; ``vector_paths`` (the embedding cache) adds cosine matching."""
+    candidates = (
+        pipeline
+        | "FetchManifests" >> beam.Create(fetch_paths)
+        | "ReadFetch" >> beam.io.ReadAllFromParquet()
+        | "FetchKept" >> beam.Filter(lambda r: r["status"] == fetch.KEPT)
+        | "Count inputs" >> beam.Map(_count_input)
+    )
+    hashed = (
+        pipeline
+        | "ListReference" >> beam.Create(reference)
+        | "HashReference"
+        >> beam.ParDo(HashReferenceDoFn()).with_outputs(HashReferenceDoFn.INVALID, main="ok")
+    )
+    use_vectors = bool(vector_paths) and config.embeddings
+    if use_vectors:
+        vectors = (
+            pipeline
+            | "VectorShards" >> beam.Create(vector_paths)
+            | "ReadVectors" >> beam.io.ReadAllFromParquet()
+            | "KeyVectors" >> beam.Map(lambda r: (r["sha256"], r["vector"]))
+        )
+        candidates = _attach_vectors(candidates, vectors, "Candidates")
+        ref_vectors = beam.pvalue.AsDict(
+            _attach_vectors(hashed.ok, vectors, "Reference")
+            | "ReferenceWithVector" >> beam.Filter(lambda r: r["embedding"] is not None)
+            | "KeyReferenceVector" >> beam.Map(lambda r: (r["key"], r["embedding"]))
+        )
+    else:
+        ref_vectors = beam.pvalue.AsDict(pipeline | "NoVectors" >> beam.Create([]))
+    ref_list = beam.pvalue.AsList(hashed.ok)
+    reference_matches = (
+        candidates
+        | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=4096)
+        | "MatchReference"
+        >> beam.ParDo(MatchReferenceDoFn(config), reference=ref_list, ref_vectors=ref_vectors)
+    )
+    hash_edges = (
+        candidates
+        | "HashBuckets" >> beam.FlatMap(bucket_entries, config.radius)
+        | "GroupBuckets" >> beam.GroupByKey()
+        | "VerifyBuckets" >> beam.FlatMap(verify_bucket, config.radius)
+    )
+    digest_edges = (
+        candidates
+        | "Digests"
+        >> beam.FlatMap(
+            lambda r: [(("src", r["source_sha256"]), r["key"]), (("out", r["sha256"]), r["key"])]
+        )
+        | "GroupDigests" >> beam.GroupByKey()
+        | "DigestPairs" >> beam.FlatMap(equal_digest_pairs)
+    )
+    edge_sources = [hash_edges, digest_edges]
+    if use_vectors:
+        edge_sources.append(
+            candidates
+            | "EmbeddingBuckets" >> beam.FlatMap(embeddings.lsh_buckets)
+            | "GroupEmbeddingBuckets" >> beam.GroupByKey()
+            | "VerifyEmbeddingBuckets" >> beam.FlatMap(embeddings.verify_bucket, config.min_cosine)
+        )
+    clusters = (
+        edge_sources
+        | "AllEdges" >> beam.Flatten()
+        | "OneEdgePerPair" >> beam.CombinePerKey(min)
+        | "EdgeList" >> beam.combiners.ToList()
+        | "Components" >> beam.FlatMap(lambda edges: cluster_ids([pair for pair, _ in edges]))
+    )
+    _ = (
+        {
+            "row": candidates | "KeyRows" >> beam.Map(lambda r: (r["key"], r)),
+            "cluster": clusters,
+            "reference": reference_matches,
+        }
+        | "JoinOnKey" >> beam.CoGroupByKey()
+        | "KeyByCluster" >> beam.FlatMap(_join)
+        | "GroupClusters" >> beam.GroupByKey()
+        | "Decide" >> beam.ParDo(DecideClusterDoFn(run_id))
+        | "WriteManifest"
+        >> beam.io.WriteToParquet(
+            manifest.manifest_prefix(work, STAGE, run_id), SCHEMA, file_name_suffix=".parquet"
+        )
+    )
+    _ = (
+        hashed.invalid
+        | "InvalidReferenceJson" >> beam.Map(lambda r: f"{r['key']}\t{r['reason']}")
+        | "WriteInvalidReference"
+        >> beam.io.WriteToText(
+            FileSystems.join(manifest.stage_dir(work, STAGE), f"reference_unreadable-{run_id}"),
+            file_name_suffix=".tsv",
+        )
+    )
+
+
+def _count_input(row):
+    Metrics.counter(NAMESPACE, "inputs").inc()
+    return row
+
+
+def _attach_vectors(rows, vectors, label: str):
+    """Rows with ``embedding``: the cached vector of their ``sha256`` (None if not cached)."""
+
+    def attach(element):
+        _, grouped = element
+        vector = grouped["vector"][0] if grouped["vector"] else None
+        for row in grouped["row"]:
+            yield {**row, "embedding": vector}
+
+    return (
+        {"row": rows | f"{label}BySha" >> beam.Map(lambda r: (r["sha256"], r)), "vector": vectors}
+        | f"{label}JoinVectors" >> beam.CoGroupByKey()
+        | f"{label}AttachVectors" >> beam.FlatMap(attach)
+    )
+
+
+def run_dedup(
+    work: str,
+    reference_root: str | None,
+    config: dedup.DedupConfig = dedup.DEFAULT_CONFIG,
+    beam_args: Sequence[str] = (),
+    spec: teacher.TeacherSpec = teacher.DEFAULT_TEACHER,
+) -> dict[str, Any]:
+    """Runs dedup to the end, swaps in the new manifest, writes the report.
+
+    Teacher embeddings are used when ``camsdd embed`` cached them for ``spec``.
+    """
+    started = time.monotonic()
+    latest_fetch = manifest.latest_run(work, "fetch")
+    if latest_fetch is None:
+        raise FileNotFoundError(
+            f"no fetch manifest in {manifest.stage_dir(work, 'fetch')}: run "
+            f"`camsdd fetch --work {work}` first"
+        )
+    reference = reference_files(reference_root) if reference_root else []
+    vector_paths = embeddings.cached_paths(work, spec) if config.embeddings else []
+    run_id = manifest.new_run_id()
+    options = PipelineOptions(beam_options.with_local_runner(list(beam_args)))
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(
+            pipeline,
+            work=work,
+            fetch_paths=latest_fetch[1],
+            reference=reference,
+            config=config,
+            run_id=run_id,
+            vector_paths=vector_paths,
+        )
+    counters = beam_options.counters(pipeline.result, NAMESPACE)
+    latest = manifest.latest_run(work, STAGE)
+    if latest is None or latest[0] != run_id:
+        raise RuntimeError(f"the dedup run {run_id} wrote no complete manifest")
+    table = manifest.read_table(latest[1])
+    manifest.delete_other_runs(work, STAGE, run_id)
+    report = dedup_report.build(
+        table,
+        counters=counters,
+        reference=dedup_report.reference_summary(reference, _read_invalid(work, run_id)),
+        config=dataclasses.asdict(config),
+        embeddings_model=spec.model_id if vector_paths else None,
+        seconds=time.monotonic() - started,
+        run_id=run_id,
+    )
+    report["manifest"] = latest[1]
+    if report["leaks"] or report["clusters"]:
+        report["contact_sheet"] = "contact_sheet.png"
+        dedup_report.contact_sheet(
+            report,
+            {f.key: f.path for f in reference},
+            FileSystems.join(manifest.stage_dir(work, STAGE), "contact_sheet.png"),
+        )
+    report["report_files"] = list(
+        manifest.write_report(work, STAGE, report, dedup_report.render_markdown(report))
+    )
+    return report
+
+
+def _read_invalid(work: str, run_id: str) -> list[str]:
+    pattern = FileSystems.join(manifest.stage_dir(work, STAGE), f"reference_unreadable-{run_id}*")
+    lines = []
+    for result in FileSystems.match([pattern]):
+        for metadata in result.metadata_list:
+            with FileSystems.open(metadata.path) as handle:
+                lines += [line for line in handle.read().decode().splitlines() if line]
+            FileSystems.delete([metadata.path])
+    return lines
+
+
+# ---------------------------------------------------------------- command line
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    defaults = dedup.DedupConfig()
+    parser = subparsers.add_parser(
+        "dedup",
+        help="drop exact and near duplicates, and leaks of labeled images (Apache Beam)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Reads the kept rows of W/fetch/manifest-*.parquet and writes "
+        "W/dedup/manifest-*.parquet (one row per candidate) and W/dedup/report.{json,md}. "
+        "A candidate that matches a labeled image of --reference (equal sha256, a pHash "
+        "within --radius bits, or a teacher-embedding cosine >= --min-cosine) is dropped "
+        "as leak:test, leak:validation or duplicate_of_train, and so are the other "
+        "members of its duplicate cluster. Within the candidates, each cluster keeps "
+        "the highest-resolution image (then the most permissive license); the others "
+        "are dropped as duplicate_of:<kept key>.",
+        epilog="Embeddings are used when `camsdd embed --work W` has cached them. Any other "
+        "--flag is a Beam pipeline option (--runner DataflowRunner …, --direct_num_workers).",
+    )
+    parser.add_argument("--work", required=True, help="work directory (local path or gs://…)")
+    parser.add_argument(
+        "--reference",
+        help="CAMSDD_ROOT (training/ validation/ test/) to check candidates against; "
+        "without it only duplicates within the candidates are found",
+    )
+    parser.add_argument(
+        "--radius",
+        type=int,
+        default=defaults.radius,
+        help="Hamming radius in bits (of 64) at which two pHashes match (default %(default)s)",
+    )
+    parser.add_argument(
+        "--min-cosine",
+        type=float,
+        default=defaults.min_cosine,
+        help="teacher-embedding cosine similarity at which two images match (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-embeddings",
+        action="store_true",
+        help="match on hashes only, even when embeddings are cached",
+    )
+    parser.set_defaults(func=run, accepts_beam_options=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = dedup.DedupConfig(
+            radius=args.radius, min_cosine=args.min_cosine, embeddings=not args.no_embeddings
+        )
+        report = run_dedup(args.work, args.reference, config, getattr(args, "beam_args", []))
+    except (FileNotFoundError, ValueError, camsdd_layout.CamsddLayoutError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(dedup_report.render_text(report))
+    print(f"  manifest: {', '.join(report['manifest'])}")
+    print(f"  report:   {', '.join(report['report_files'])}")
+    if not report["reconciled"]:
+        print("error: counts do not reconcile (inputs != kept + dropped)", file=sys.stderr)
+        return 1
+    return 0
