@@ -40,6 +40,9 @@ bench: venv
 	$(BIN)/python benchmarks/bench_fetch.py
 	$(BIN)/python benchmarks/bench_dedup.py
 	$(BIN)/python benchmarks/dedup_accuracy.py --embeddings
+	$(BIN)/python benchmarks/bench_pseudolabel.py
+	$(BIN)/python benchmarks/bench_embed_beam.py
+	$(BIN)/python benchmarks/pseudolabel_synthetic.py
 
 # Needs Debian's gcompris-qt-data: apt-get install --no-install-recommends gcompris-qt-data
 demo-data: venv

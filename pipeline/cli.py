@@ -18,6 +18,7 @@ from pipeline import (
     demo,
     embed_stage,
     fetch_stage,
+    pseudolabel_stage,
 )
 
 
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch_stage.add_parser(subparsers)
     embed_stage.add_parser(subparsers)
     dedup_stage.add_parser(subparsers)
+    pseudolabel_stage.add_parser(subparsers)
     return parser
 
 

@@ -275,9 +275,9 @@ def build_pipeline(
             | "ReadVectors" >> beam.io.ReadAllFromParquet()
             | "KeyVectors" >> beam.Map(lambda r: (r["sha256"], r["vector"]))
         )
-        candidates = _attach_vectors(candidates, vectors, "Candidates")
+        candidates = embeddings.attach_vectors(candidates, vectors, "Candidates")
         ref_vectors = beam.pvalue.AsDict(
-            _attach_vectors(hashed.ok, vectors, "Reference")
+            embeddings.attach_vectors(hashed.ok, vectors, "Reference")
             | "ReferenceWithVector" >> beam.Filter(lambda r: r["embedding"] is not None)
             | "KeyReferenceVector" >> beam.Map(lambda r: (r["key"], r["embedding"]))
         )
@@ -349,22 +349,6 @@ def build_pipeline(
 def _count_input(row):
     Metrics.counter(NAMESPACE, "inputs").inc()
     return row
-
-
-def _attach_vectors(rows, vectors, label: str):
-    """Rows with ``embedding``: the cached vector of their ``sha256`` (None if not cached)."""
-
-    def attach(element):
-        _, grouped = element
-        vector = grouped["vector"][0] if grouped["vector"] else None
-        for row in grouped["row"]:
-            yield {**row, "embedding": vector}
-
-    return (
-        {"row": rows | f"{label}BySha" >> beam.Map(lambda r: (r["sha256"], r)), "vector": vectors}
-        | f"{label}JoinVectors" >> beam.CoGroupByKey()
-        | f"{label}AttachVectors" >> beam.FlatMap(attach)
-    )
 
 
 def run_dedup(

@@ -2,8 +2,9 @@
 
 Today that is: check the demo CamSDD tree; crawl the demo candidate pool as a
 URL list served over loopback HTTP and fetch it with the Beam fetch pipeline;
-build the labeled splits with ``tfds build camsdd`` (Beam), print the build
-report, then load them back with ``tfds.load``.
+embed, dedup and pseudo-label the candidates (measuring the pseudo-labels against
+the pool's truth file); build both configs with ``tfds build camsdd`` (Beam),
+print the build report, then load them back with ``tfds.load``.
 """
 
 from __future__ import annotations
@@ -21,23 +22,26 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 from etils import epath
 
-from pipeline import beam_options, camsdd_layout, classes
+from pipeline import beam_options, camsdd_layout, classes, pseudolabel_eval
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR, DEMO_DIR
 
-STEPS = 7
+STEPS = 8
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="run every stage on the embedded demo data",
-        description="Crawls the demo candidate pool (59 real photos) as a URL list served "
-        "on 127.0.0.1 and fetches it with the Beam fetch pipeline into WORK/fetch; builds "
-        "the demo CamSDD (real photos, 19 of 30 classes) with `tfds build camsdd` on a "
-        "local Beam runner, prints the split counts and the build report, and loads the "
-        "result with tfds.load.",
+        description="Crawls the demo candidate pool (62 real photos) as a URL list served "
+        "on 127.0.0.1 and fetches it with the Beam fetch pipeline into WORK/fetch; embeds, "
+        "dedups and pseudo-labels the candidates (printing the pseudo-labels' precision "
+        "and coverage against the pool's truth file); builds the demo CamSDD (real photos, "
+        "19 of 30 classes) in both configs, official and pseudo (+extra_pseudo), with "
+        "`tfds build camsdd` on a local Beam runner; prints the split counts and the build "
+        "report, and loads the result with tfds.load.",
     )
     parser.add_argument(
         "--work",
@@ -98,15 +102,26 @@ def serve_folder(folder: Path) -> Iterator[str]:
 
 
 def write_demo_url_list(base_url: str, target: Path) -> Path:
-    """The demo candidate pool as a url,label CSV (the label is the class queried)."""
+    """The demo candidate pool as a URL list: url, label (the class queried) and credits."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(CANDIDATES_DIR / "candidates.csv", newline="") as source:
         rows = list(csv.DictReader(source))
+    with open(DEMO_DIR / "ATTRIBUTION.csv", newline="") as source:
+        credits = {r["path"]: r for r in csv.DictReader(source)}
     with open(target, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["url", "label"])
+        writer.writerow(["url", "label", "license", "author", "page_url"])
         for row in rows:
-            writer.writerow([f"{base_url}/{row['file']}", row["label"]])
+            credit = credits[f"candidates/{row['file']}"]
+            writer.writerow(
+                [
+                    f"{base_url}/{row['file']}",
+                    row["label"],
+                    credit["license"],
+                    credit["author"],
+                    credit["source_url"],
+                ]
+            )
     return target
 
 
@@ -161,6 +176,52 @@ def embed_and_dedup(work: str, workers: int = 1) -> int:
     return cli.main(command)
 
 
+def pseudolabel_step(work: str, workers: int = 1) -> int:
+    """Step 6: K-fold pseudo-labels, then their precision against the pool's truth file."""
+    from pipeline import cli
+
+    beam = [f"--direct_num_workers={workers}"] if workers > 1 else []
+    _step(f"6/{STEPS} Pseudo-label: K-fold teacher heads, calibrated thresholds (Beam)")
+    command = ["pseudolabel", "--work", work, "--labeled", os.fspath(CAMSDD_ROOT), *beam]
+    print("$ camsdd " + " ".join(command), flush=True)
+    code = cli.main(command)
+    if code:
+        return code
+    measured = measure_pseudolabels(work)
+    print(
+        f"  against the demo truth file ({measured['candidates']} dedup-kept candidates, "
+        f"{measured['on_topic']} of a CamSDD class):"
+    )
+    print(pseudolabel_eval.render(measured["rules"], measured["candidates"]))
+    return 0
+
+
+def measure_pseudolabels(work: str) -> dict:
+    """Rules (a), (b), (c) on the dedup-kept demo candidates, scored with truth.csv."""
+    from pipeline import embeddings, manifest, pseudolabel, pseudolabel_stage, teacher
+
+    spec = teacher.DEFAULT_TEACHER
+    labeled = pseudolabel_stage.labeled_training(os.fspath(CAMSDD_ROOT), work, spec)
+    rows = [r for r in manifest.read_stage(work, "dedup").to_pylist() if r["status"] == "kept"]
+    rows.sort(key=lambda r: r["key"])
+    vectors = embeddings.vectors_for(work, spec, [r["sha256"] for r in rows])
+    with open(CANDIDATES_DIR / "truth.csv", newline="") as handle:
+        truth = {Path(r["file"]).name: r["true_class"] for r in csv.DictReader(handle)}
+    true_class = pseudolabel.class_indices([truth[r["url"].rsplit("/", 1)[-1]] for r in rows])
+    results = pseudolabel_eval.compare_rules(
+        labeled.vectors,
+        labeled.labels,
+        np.stack([vectors[r["sha256"]] for r in rows]),
+        true_class,
+        pseudolabel.class_indices([r["query_class"] for r in rows]),
+    )
+    return {
+        "candidates": len(rows),
+        "on_topic": int((true_class >= 0).sum()),
+        "rules": results,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     data_dir = epath.Path(args.work) / "tfds"
     started = time.monotonic()
@@ -182,10 +243,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: embed/dedup failed (exit {code}); see above.", file=sys.stderr)
         return code
 
-    _step(f"6/{STEPS} Build the labeled splits: tfds build camsdd (Apache Beam, local runner)")
+    code = pseudolabel_step(os.fspath(args.work), args.workers)
+    if code:
+        print(f"error: pseudolabel failed (exit {code}); see above.", file=sys.stderr)
+        return code
+
+    _step(
+        f"7/{STEPS} Build both configs, official and pseudo (+extra_pseudo): tfds build "
+        "camsdd (Apache Beam, local runner)"
+    )
     command = tfds_build_command(os.fspath(DEMO_DIR), os.fspath(data_dir), args.workers)
-    print("$ tfds " + " ".join(command[3:]), flush=True)  # what a user would type
-    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
+    extra = os.fspath(epath.Path(args.work) / "pseudolabel")
+    # What a user would type:
+    print(f"$ CAMSDD_EXTRA_MANIFEST={extra} tfds " + " ".join(command[3:]), flush=True)
+    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "CAMSDD_EXTRA_MANIFEST": extra}
     result = subprocess.run(command, env=env, stdout=subprocess.DEVNULL)
     if result.returncode:
         print(
@@ -194,13 +265,13 @@ def run(args: argparse.Namespace) -> int:
         )
         return result.returncode
 
-    _step(f"7/{STEPS} Load it back: tfds.load('camsdd', ...)")
+    _step(f"8/{STEPS} Load it back: tfds.load('camsdd/official', ...), 'camsdd/pseudo'")
     import tensorflow_datasets as tfds
 
     import tfds_camsdd  # noqa: F401  (registers the builder)
     from tfds_camsdd.camsdd import build_report
 
-    builder = tfds.builder("camsdd", data_dir=os.fspath(data_dir))
+    builder = tfds.builder("camsdd/official", data_dir=os.fspath(data_dir))
     print(build_report.render_text(build_report.load(builder.data_dir)))
     print(
         "  split counts:",
@@ -210,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
     )
     label_names = builder.info.features["label"].names
     for split in ("train", "validation", "test"):
-        dataset = tfds.load("camsdd", split=split, data_dir=os.fspath(data_dir))
+        dataset = tfds.load("camsdd/official", split=split, data_dir=os.fspath(data_dir))
         count = 0
         for example in dataset.as_numpy_iterator():
             image = example["image"]
@@ -228,9 +299,24 @@ def run(args: argparse.Namespace) -> int:
             f"{first['id'].decode()} -> label {first['label']} ({label_names[first['label']]})"
         )
 
+    pseudo = tfds.builder("camsdd/pseudo", data_dir=os.fspath(data_dir))
+    extra_count = pseudo.info.splits["extra_pseudo"].num_examples
+    both = tfds.load("camsdd/pseudo", split="train+extra_pseudo", data_dir=os.fspath(data_dir))
+    extra_ds = tfds.load("camsdd/pseudo", split="extra_pseudo", data_dir=os.fspath(data_dir))
+    print(
+        f"  camsdd/pseudo: extra_pseudo {extra_count} examples; train+extra_pseudo "
+        f"{sum(1 for _ in both)} examples"
+    )
+    for example in extra_ds.take(3).as_numpy_iterator():
+        print(
+            f"    {example['id'].decode()}: {label_names[example['label']]} "
+            f"(confidence {example['confidence']:.2f}, {example['license'].decode()}, "
+            f"by {example['author'].decode()[:40]})"
+        )
+
     print(
         f"\nDone in {time.monotonic() - started:.0f} s. Use it from Python:\n"
         "  import tensorflow_datasets as tfds, tfds_camsdd\n"
-        f"  ds = tfds.load('camsdd', split='train', data_dir='{data_dir}')"
+        f"  ds = tfds.load('camsdd/pseudo', split='train+extra_pseudo', data_dir='{data_dir}')"
     )
     return 0

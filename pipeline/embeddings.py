@@ -13,6 +13,7 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -143,3 +144,33 @@ def to_array(item: tuple[str, str]) -> tuple[str, np.ndarray] | None:
         return sha, _decode_path(path)
     except (images.InvalidImageError, OSError, Image.DecompressionBombError):
         return None
+
+
+def attach_vectors(rows, vectors, label: str):
+    """Rows with ``embedding``: the cached vector of their ``sha256`` (None if not cached)."""
+
+    def attach(element):
+        _, grouped = element
+        vector = grouped["vector"][0] if grouped["vector"] else None
+        for row in grouped["row"]:
+            yield {**row, "embedding": vector}
+
+    return (
+        {"row": rows | f"{label}BySha" >> beam.Map(lambda r: (r["sha256"], r)), "vector": vectors}
+        | f"{label}JoinVectors" >> beam.CoGroupByKey()
+        | f"{label}AttachVectors" >> beam.FlatMap(attach)
+    )
+
+
+def vectors_for(work: str, spec: teacher.TeacherSpec, shas: Sequence[str]) -> dict[str, np.ndarray]:
+    """sha256 → cached embedding for the given images only (missing ones are absent)."""
+    wanted = sorted(set(shas))
+    found: dict[str, np.ndarray] = {}
+    for path in cached_paths(work, spec):
+        with FileSystems.open(path) as handle:
+            table = pq.read_table(io.BytesIO(handle.read()), filters=[("sha256", "in", wanted)])
+        for sha, vector in zip(
+            table.column("sha256").to_pylist(), table.column("vector").to_pylist(), strict=True
+        ):
+            found[sha] = np.asarray(vector, np.float32)
+    return found

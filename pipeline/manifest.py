@@ -40,24 +40,33 @@ def manifest_prefix(work: str, stage: str, run_id: str) -> str:
 
 def _shards(work: str, stage: str) -> dict[str, list[tuple[str, int, int]]]:
     pattern = FileSystems.join(stage_dir(work, stage), "manifest-*.parquet")
+    paths = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+    return shards_by_run(paths)
+
+
+def shards_by_run(paths: list[str]) -> dict[str, list[tuple[str, int, int]]]:
+    """run id → [(path, shard index, shard count)] of the manifest shards among ``paths``."""
     runs: dict[str, list[tuple[str, int, int]]] = {}
-    for result in FileSystems.match([pattern]):
-        for metadata in result.metadata_list:
-            found = _SHARD.search(metadata.path)
-            if found:
-                runs.setdefault(found["run"], []).append(
-                    (metadata.path, int(found["i"]), int(found["n"]))
-                )
+    for path in paths:
+        found = _SHARD.search(path)
+        if found:
+            runs.setdefault(found["run"], []).append((path, int(found["i"]), int(found["n"])))
     return runs
 
 
-def latest_run(work: str, stage: str) -> tuple[str, list[str]] | None:
-    """The newest run whose shards are all present: (run_id, paths), or None."""
-    for run_id, shards in sorted(_shards(work, stage).items(), reverse=True):
+def newest_complete_run(paths: list[str]) -> tuple[str, list[str]] | None:
+    """Among manifest shard paths, the newest run whose shards are all present."""
+    for run_id, shards in sorted(shards_by_run(paths).items(), reverse=True):
         total = shards[0][2]
         if len({index for _, index, _ in shards}) == total:
             return run_id, sorted(path for path, _, _ in shards)
     return None
+
+
+def latest_run(work: str, stage: str) -> tuple[str, list[str]] | None:
+    """The newest run whose shards are all present: (run_id, paths), or None."""
+    runs = _shards(work, stage)
+    return newest_complete_run([path for shards in runs.values() for path, _, _ in shards])
 
 
 def delete_other_runs(work: str, stage: str, keep_run_id: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -193,7 +194,7 @@ def test_extra_split_is_built_from_a_manifest(manual_dir, tmp_path):
     manifest_path = _extra_manifest(tmp_path / "extra.parquet", [("urls-cat", cat, "5_Cat")])
     builder = build(manual_dir, tmp_path / "data", _extra_config(manifest_path, "extra_ok"))
     (example,) = examples(builder, "extra_pseudo")
-    assert example["id"].decode() == "urls-cat" and example["label"] == 4
+    assert example["id"].decode() == "extra_pseudo/5_Cat/urls-cat" and example["label"] == 4
     train_plus_extra = builder.as_dataset(split="train+extra_pseudo")
     assert len(list(train_plus_extra)) == builder.info.splits["train"].num_examples + 1
 
@@ -219,3 +220,53 @@ def test_extra_config_without_a_manifest_says_what_to_set(manual_dir, tmp_path, 
     config = camsdd_dataset_builder.CamsddConfig(name="extra_none", extra_splits=("extra_pseudo",))
     with pytest.raises(ValueError, match=camsdd_dataset_builder.EXTRA_MANIFEST_ENV):
         build(manual_dir, tmp_path / "data", config)
+
+
+DUMMY_DATA = Path(camsdd_dataset_builder.__file__).parent / "dummy_data"
+
+
+def test_pseudo_config_carries_provenance_and_no_extra_image_equals_an_official_one(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv(camsdd_dataset_builder.EXTRA_MANIFEST_ENV, str(DUMMY_DATA / "pseudolabel"))
+    builder = build(DUMMY_DATA, tmp_path / "data", "pseudo")
+    extra = examples(builder, "extra_pseudo")
+    # The dropped row of the manifest is not built; the kept rows keep their provenance.
+    assert sorted(e["id"].decode() for e in extra) == [
+        "extra_pseudo/13_Underwater/urls-cand_003",
+        "extra_pseudo/14_Architecture/urls-cand_007",
+    ]
+    for e in extra:
+        assert e["soft_label"].shape == (30,) and e["soft_label"].argmax() == e["label"]
+        assert e["confidence"] == pytest.approx(e["soft_label"].max())
+        assert e["license"] and e["author"] and e["url"].decode().startswith("http")
+        assert e["query_class"].decode().endswith(("Underwater", "Architecture"))
+    official = [e for split in ("train", "validation", "test") for e in examples(builder, split)]
+    for e in official:  # one-hot soft labels and the dataset's own license
+        assert e["confidence"] == 1.0 and e["soft_label"][e["label"]] == 1.0
+        assert e["license"].decode() == "CC BY-NC-SA 4.0"
+    # Pixel-level overlap check: no extra image equals a train, validation or test image.
+    digests = {hashlib.sha256(e["image"].tobytes()).hexdigest() for e in official}
+    assert not {hashlib.sha256(e["image"].tobytes()).hexdigest() for e in extra} & digests
+    both = tfds.load("camsdd/pseudo", split="train+extra_pseudo", data_dir=str(tmp_path / "data"))
+    assert len(list(both)) == 4 + 2
+
+
+def test_plain_tfds_build_names_the_missing_manifest_and_the_official_only_option(
+    tmp_path, monkeypatch
+):
+    monkeypatch.delenv(camsdd_dataset_builder.EXTRA_MANIFEST_ENV, raising=False)
+    with pytest.raises(ValueError, match="--config official"):
+        build(DUMMY_DATA, tmp_path / "data", "pseudo")
+
+
+def test_extra_manifest_directory_uses_its_newest_complete_run(tmp_path):
+    folder = tmp_path / "pseudolabel"
+    shutil.copytree(DUMMY_DATA / "pseudolabel", folder)
+    (only,) = folder.glob("manifest-*.parquet")
+    # An older complete run and a newer half-written one are both ignored.
+    shutil.copy(only, folder / "manifest-20200101T000000-aaaaaa-00000-of-00001.parquet")
+    shutil.copy(only, folder / "manifest-20991231T000000-bbbbbb-00000-of-00002.parquet")
+    assert camsdd_dataset_builder.extra_manifest_paths(str(folder)) == [str(only)]
+    rows = camsdd_dataset_builder.read_extra_manifest(str(folder))
+    assert [Path(r["image_path"]).parent for r in rows] == [folder / "images"] * 2

@@ -17,21 +17,32 @@ BIN = Path(sys.executable).parent
 LOCAL = f"--beam_pipeline_options={beam_options.local_options()}"
 
 
-def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+def run(args: list[str], cwd: Path, env: dict[str, str] | None = None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    env = {k: v for k, v in env.items() if v}  # an empty value unsets
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def tfds_build(manual_dir: Path, data_dir: Path, *, cwd: Path, imports: bool = True, local=True):
+def tfds_build(
+    manual_dir: Path,
+    data_dir: Path,
+    *,
+    cwd: Path,
+    imports: bool = True,
+    local=True,
+    config: str | None = "official",
+    env: dict[str, str] | None = None,
+):
     """`tfds build camsdd ...` as a user types it, with the venv's `tfds`."""
     args = [str(BIN / "tfds"), "build", "camsdd"]
     args += ["--imports", "tfds_camsdd"] if imports else []
     args += ["--manual_dir", str(manual_dir), "--data_dir", str(data_dir)]
-    return run(args + ([LOCAL] if local else []), cwd=cwd)
+    args += ["--config", config] if config else []
+    return run(args + ([LOCAL] if local else []), cwd=cwd, env=env)
 
 
 def split_counts(data_dir: Path) -> dict[str, int]:
-    builder = tfds.builder_from_directory(str(data_dir / "camsdd" / "official" / "1.0.0"))
+    builder = tfds.builder_from_directory(str(data_dir / "camsdd" / "official" / "1.1.0"))
     return {name: split.num_examples for name, split in builder.info.splits.items()}
 
 
@@ -40,7 +51,7 @@ def test_tfds_build_with_imports_from_anywhere(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Loading dataset camsdd from imports: tfds_camsdd.camsdd" in result.stdout
     assert split_counts(tmp_path / "tfds") == {"train": 4, "validation": 2, "test": 3}
-    assert (tmp_path / "tfds" / "camsdd" / "official" / "1.0.0" / "build_report.json").exists()
+    assert (tmp_path / "tfds" / "camsdd" / "official" / "1.1.0" / "build_report.json").exists()
 
 
 def test_tfds_build_from_inside_the_builder_package(tmp_path):
@@ -48,6 +59,21 @@ def test_tfds_build_from_inside_the_builder_package(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Loading dataset camsdd from path:" in result.stdout
     assert split_counts(tmp_path / "tfds") == {"train": 4, "validation": 2, "test": 3}
+
+
+def test_plain_tfds_build_builds_every_config_and_pseudo_needs_its_manifest(tmp_path):
+    """No --config: TFDS builds official, then pseudo, which says what to set."""
+    unset = {"CAMSDD_EXTRA_MANIFEST": ""}
+    result = tfds_build(DUMMY_DATA, tmp_path / "tfds", cwd=tmp_path, config=None, env=unset)
+    assert result.returncode != 0
+    assert "set CAMSDD_EXTRA_MANIFEST" in result.stderr and "--config official" in result.stderr
+    assert split_counts(tmp_path / "tfds") == {"train": 4, "validation": 2, "test": 3}
+
+    with_extra = {"CAMSDD_EXTRA_MANIFEST": str(DUMMY_DATA / "pseudolabel")}
+    result = tfds_build(DUMMY_DATA, tmp_path / "tfds", cwd=tmp_path, config=None, env=with_extra)
+    assert result.returncode == 0, result.stderr[-3000:]
+    pseudo = tfds.builder_from_directory(str(tmp_path / "tfds" / "camsdd" / "pseudo" / "1.1.0"))
+    assert pseudo.info.splits["extra_pseudo"].num_examples == 2
 
 
 def test_tfds_build_without_camsdd_tells_the_user_what_to_do(tmp_path):
@@ -77,7 +103,7 @@ def test_demo_builds_prints_counts_and_loads_uint8_images(tmp_path):
     result = run([str(BIN / "camsdd"), "demo", "--work", str(tmp_path / "work")], cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     out = result.stdout
-    assert "$ tfds build camsdd --imports tfds_camsdd" in out
+    assert "tfds build camsdd --imports tfds_camsdd" in out
     # Crawl + fetch of the candidate pool over loopback, through the real commands.
     assert "crawl 'demo-urls': 62 records, 62 kept" in out
     assert "62 candidates -> 56 kept, 6 dropped (reconciled)" in out
@@ -94,3 +120,16 @@ def test_demo_builds_prints_counts_and_loads_uint8_images(tmp_path):
     assert "train       43 examples, each uint8 (384, 576, 3)" in out
     assert "  train           43       43         0        0" in out  # the report table
     assert split_counts(tmp_path / "work" / "tfds") == {"train": 43, "validation": 8, "test": 16}
+    # Pseudo-labels: the stage's kept rows are the extra_pseudo split, measured on the truth.
+    labeled = manifest.read_stage(str(tmp_path / "work"), "pseudolabel").to_pylist()
+    kept = [r for r in labeled if r["status"] == "kept"]
+    assert len(labeled) == 42 and f"42 candidates -> {len(kept)} kept" in out
+    assert "(c) K-fold rule, calibrated per-class thresholds" in out
+    precision_c = float(out.split("(c) K-fold rule")[1].split("precision ")[1].split(",")[0])
+    assert kept and precision_c >= 0.95
+    assert all(r["license"] and r["author"] for r in kept)  # credits carried from the URL list
+    pseudo = tfds.builder_from_directory(
+        str(tmp_path / "work" / "tfds" / "camsdd" / "pseudo" / "1.1.0")
+    )
+    assert pseudo.info.splits["extra_pseudo"].num_examples == len(kept)
+    assert f"train+extra_pseudo {43 + len(kept)} examples" in out

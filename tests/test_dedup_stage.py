@@ -1,11 +1,28 @@
-"""camsdd embed + dedup as real Beam pipelines on the demo pool, checked against its truth."""
+"""camsdd embed, dedup, pseudolabel: real Beam pipelines on the demo pool, checked on its truth."""
 
 import csv
+import dataclasses
 import re
+import shutil
+from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
-from pipeline import cli, dedup_stage, demo, embed_stage, embeddings, manifest, teacher
+from pipeline import (
+    classes,
+    cli,
+    dedup_stage,
+    demo,
+    embed_stage,
+    embeddings,
+    manifest,
+    pseudolabel,
+    pseudolabel_stage,
+    teacher,
+)
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR
 
 SPLIT_OF_FOLDER = {
@@ -110,4 +127,117 @@ def test_dedup_help_documents_every_flag(capsys):
         cli.main(["dedup", "--help"])
     out = capsys.readouterr().out
     for flag in ("--work", "--reference", "--radius", "--min-cosine", "--no-embeddings"):
+        assert flag in out
+
+
+# ------------------------------------------------------------------ pseudolabel (after dedup)
+
+
+def _deduped(work):
+    if manifest.latest_run(work, "dedup") is None:
+        dedup_stage.run_dedup(work, str(CAMSDD_ROOT))
+    return work
+
+
+def test_pseudolabel_gives_every_candidate_one_status_by_the_rule(work):
+    _deduped(work)
+    report = pseudolabel_stage.run_pseudolabel(work, str(CAMSDD_ROOT))
+    rows = manifest.read_stage(work, "pseudolabel").to_pylist()
+    dedup_kept = [
+        r for r in manifest.read_stage(work, "dedup").to_pylist() if r["status"] == "kept"
+    ]
+    assert sorted(r["key"] for r in rows) == sorted(r["key"] for r in dedup_kept)
+    assert report["reconciled"] and report["inputs"] == len(rows) == 42
+    assert report["kept"] + sum(report["reasons"].values()) == 42
+    for r in rows:
+        assert r["status"] in ("kept", "dropped") and (r["reason"] is None) == (
+            r["status"] == "kept"
+        )
+        assert len(r["soft_label"]) == 30 and abs(sum(r["soft_label"]) - 1) < 1e-3
+        assert r["label"] == classes.CLASS_FOLDERS[r["label_index"]]
+        first_failure = (
+            "fold_disagreement"
+            if not r["heads_agree"]
+            else "low_confidence"
+            if not r["above_threshold"]
+            else None
+        )
+        assert r["reason"] == first_failure, r
+        if r["status"] == "kept":
+            assert r["confidence"] >= r["threshold"] and len(set(r["head_labels"])) == 1
+    # Stage and the demo's measurement agree on rule (c); it is precise against the truth.
+    measured = demo.measure_pseudolabels(work)["rules"]["c"]
+    assert measured["kept"] == report["kept"] > 0 and measured["precision"] >= 0.95
+    # The report: OOF metrics, thresholds, label issues, plots.
+    stage_dir = Path(work) / "pseudolabel"
+    assert report["teacher"]["labeled_images"] == 43
+    assert len(report["teacher"]["per_class"]) == 30
+    issues = (stage_dir / "label_issues.csv").read_text().splitlines()
+    assert len(issues) == 1 + report["label_issues"]["count"]
+    for png in ("confidence_histograms.png", "reliability.png"):
+        assert Image.open(stage_dir / png).format == "PNG"
+    assert len(pq.read_table(stage_dir / "oof.parquet")) == 43
+    assert "Label issues in the official train set" in (stage_dir / "report.md").read_text()
+
+
+def test_pseudolabel_cap_query_rule_and_missing_embeddings(work, tmp_path):
+    _deduped(work)
+    loose = pseudolabel.PseudolabelConfig(target_precision=0.5, threshold_floor=0.0)
+    open_rows = {
+        r["key"]: r
+        for r in (
+            pseudolabel_stage.run_pseudolabel(work, str(CAMSDD_ROOT), loose),
+            manifest.read_stage(work, "pseudolabel").to_pylist(),
+        )[1]
+    }
+    capped = dataclasses.replace(loose, max_per_class=1, require_query_match=True)
+    report = pseudolabel_stage.run_pseudolabel(work, str(CAMSDD_ROOT), capped)
+    rows = manifest.read_stage(work, "pseudolabel").to_pylist()
+    kept = [r for r in rows if r["status"] == "kept"]
+    assert len({r["label"] for r in kept}) == len(kept)  # at most one per class
+    for r in rows:
+        if r["reason"] == "over_class_cap":
+            winner = next(k for k in kept if k["label"] == r["label"])
+            assert winner["confidence"] >= r["confidence"]
+        if r["reason"] == "query_mismatch":
+            assert r["label"] != r["query_class"] and open_rows[r["key"]]["status"] == "kept"
+    assert report["reasons"].get("over_class_cap") and report["reasons"].get("query_mismatch")
+    assert report["rules"]["label_is_query_class"]["enabled"]
+
+    # A candidate whose embedding is not cached is dropped as not_embedded, not lost.
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    cache = embeddings.cached_paths(str(copy), teacher.DEFAULT_TEACHER)
+    missing = rows[0]["sha256"]
+    for path in cache:
+        table = pq.read_table(path)
+        pq.write_table(table.filter(pc.not_equal(table["sha256"], missing)), path)
+    report = pseudolabel_stage.run_pseudolabel(str(copy), str(CAMSDD_ROOT))
+    assert report["reasons"]["not_embedded"] == 1 and report["reconciled"]
+    # Training images without embeddings: a clear error naming the command to run.
+    other = teacher.TeacherSpec(input_size=(160, 240))
+    with pytest.raises(FileNotFoundError, match="camsdd embed"):
+        pseudolabel_stage.run_pseudolabel(str(copy), str(CAMSDD_ROOT), spec=other)
+
+
+def test_pseudolabel_cli_errors_and_help(tmp_path, capsys):
+    assert cli.main(["pseudolabel", "--work", str(tmp_path), "--labeled", str(CAMSDD_ROOT)]) == 2
+    assert "camsdd dedup" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["pseudolabel", "--help"])
+    out = capsys.readouterr().out
+    for flag in (
+        "--work",
+        "--labeled",
+        "--folds",
+        "--target-precision",
+        "--threshold-floor",
+        "--min-support",
+        "--no-agreement",
+        "--query-match",
+        "--max-per-class",
+        "--regularization",
+        "--seed",
+        "--teacher",
+    ):
         assert flag in out

@@ -670,6 +670,7 @@ def _write_dummy_data(labeled_jpeg: dict[str, bytes], labeled_path: dict[str, st
                 "modifications": "the demo's 576x384 photo re-encoded at JPEG q40",
             }
         )
+    attribution += _write_dummy_pseudolabel()
     _write_csv(DUMMY_DATA / "ATTRIBUTION.csv", sorted(attribution, key=lambda r: r["path"]))
     # What real archives carry besides images: must be ignored, not fail.
     (root / "training" / "9_Mountain" / "Thumbs.db").write_bytes(b"\x00" * 64)
@@ -683,6 +684,69 @@ def _write_dummy_data(labeled_jpeg: dict[str, bytes], labeled_path: dict[str, st
         "the junk real archives hold (Thumbs.db, .DS_Store, __MACOSX/, LICENSE.md).\n"
         "Regenerate with `python -m pipeline.demo_data.regenerate`.\n"
     )
+
+
+#: Pool candidates in the dummy ``extra_pseudo`` manifest: (file, pseudo label, status, reason).
+DUMMY_PSEUDOLABEL = [
+    ("cand_003.webp", "13_Underwater", "kept", None),
+    ("cand_007.webp", "14_Architecture", "kept", None),
+    ("cand_004.webp", "9_Mountain", "dropped", "low_confidence"),  # must not be built
+]
+DUMMY_PSEUDOLABEL_RUN = "20261124T000000-000000"
+
+
+def _write_dummy_pseudolabel() -> list[dict]:
+    """A ``camsdd pseudolabel``-shaped manifest of two pool photos (relative image paths)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline import classes
+
+    folder = DUMMY_DATA / "pseudolabel"
+    with open(DEMO_DIR / "ATTRIBUTION.csv", newline="") as handle:
+        credits = {r["path"]: r for r in csv.DictReader(handle)}
+    rows, attribution = [], []
+    for name, label, status, reason in DUMMY_PSEUDOLABEL:
+        credit = credits[f"candidates/images/{name}"]
+        image_path = f"images/{Path(name).stem}.jpg"
+        if status == "kept":
+            out = folder / image_path
+            out.parent.mkdir(parents=True, exist_ok=True)
+            photo = images.fit_to_size(images.to_rgb(Image.open(CANDIDATES_DIR / "images" / name)))
+            out.write_bytes(images.encode_jpeg(photo, quality=40))
+            attribution.append(
+                {
+                    **{k: credit[k] for k in ("author", "license", "source_url", "origin")},
+                    "path": out.relative_to(DUMMY_DATA).as_posix(),
+                    "modifications": "center-cropped to 3:2, resized to 576x384, JPEG q40",
+                }
+            )
+        soft = [0.01] * classes.NUM_CLASSES
+        soft[classes.CLASS_FOLDERS.index(label)] = 1 - 0.01 * (classes.NUM_CLASSES - 1)
+        rows.append(
+            {
+                "key": f"urls-{Path(name).stem}",
+                "status": status,
+                "reason": reason,
+                "image_path": image_path,
+                "label": label,
+                "confidence": max(soft),
+                "soft_label": soft,
+                "source": "urls",
+                "url": credit["source_url"],
+                "license": credit["license"],
+                "author": credit["author"],
+                "query_class": label,
+            }
+        )
+    table = pa.Table.from_pylist(rows)
+    table = table.set_column(
+        table.schema.get_field_index("soft_label"),
+        "soft_label",
+        table.column("soft_label").cast(pa.list_(pa.float32())),
+    )
+    pq.write_table(table, folder / f"manifest-{DUMMY_PSEUDOLABEL_RUN}-00000-of-00001.parquet")
+    return attribution
 
 
 def _print_summary() -> None:

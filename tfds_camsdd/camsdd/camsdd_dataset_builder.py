@@ -13,13 +13,19 @@ Invalid images follow the policy in the environment variable
   ``build_report.json`` next to the built dataset.
 * ``fail``: the first such image stops the build with an error naming it.
 
-Extra splits (pseudo-labeled images) come from a stage manifest: a Parquet file
-(or glob) with ``key``, ``status``, ``image_path`` and ``label`` (a class folder
-name), named by the config's ``extra_manifest`` or by ``CAMSDD_EXTRA_MANIFEST``.
-Whatever produced it, every extra image is checked against the validation and
-test images at build time (sha256, and both pHashes within the dedup radius):
-one near-duplicate stops the build with an error naming both images, so no
-validation or test image leaks into training even if ``camsdd dedup`` was skipped.
+Configs: ``official`` (the default) holds the official splits only; ``pseudo``
+adds ``extra_pseudo``, the images ``camsdd pseudolabel`` kept, with their
+confidence, soft label and provenance (license, author, url). Its images come
+from a stage manifest named by ``CAMSDD_EXTRA_MANIFEST`` (or the config's
+``extra_manifest``): the stage directory ``W/pseudolabel`` (its newest complete
+run), a Parquet file or a glob. It needs ``key``, ``status``, ``image_path`` and
+``label`` (a class folder name); ``confidence``, ``soft_label``, ``source``,
+``url``, ``license``, ``author`` and ``query_class`` are used when present, and a
+relative ``image_path`` is relative to the manifest. Whatever produced it, every
+extra image is checked against the validation and test images at build time
+(sha256, and both pHashes within the dedup radius): one near-duplicate stops
+the build with an error naming both images, so no validation or test image
+leaks into training even if ``camsdd dedup`` was skipped.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from pipeline import camsdd_layout, classes, dedup, images
+from pipeline import camsdd_layout, classes, dedup, images, manifest
 
 from . import build_report
 
@@ -48,6 +54,14 @@ GUARDED_SPLITS = ("validation", "test")
 POLICIES = ("report", "fail")
 _ISSUES = "issues"
 _COUNTER_NAMESPACE = "camsdd"
+#: Provenance of the official images in configs with extra splits.
+OFFICIAL_PROVENANCE = {
+    "source": "camsdd",
+    "url": "https://people.ee.ethz.ch/~ihnatova/camsdd.html",
+    "license": "CC BY-NC-SA 4.0",
+    "author": "Pouget, Ramesh, Giang, Timofte et al. (CamSDD, 2021)",
+    "query_class": "",
+}
 
 
 class InvalidCamsddImageError(ValueError):
@@ -87,8 +101,9 @@ class CamsddConfig(tfds.core.BuilderConfig):
 class _CheckImages(beam.DoFn):
     """Reads and checks one labeled file; emits an example and/or an issue."""
 
-    def __init__(self, policy: str):
+    def __init__(self, policy: str, with_provenance: bool = False):
         self._policy = policy
+        self._with_provenance = with_provenance
 
     def _count(self, split: str, name: str) -> None:
         beam.metrics.Metrics.counter(_COUNTER_NAMESPACE, f"{split}/{name}").inc()
@@ -120,32 +135,43 @@ class _CheckImages(beam.DoFn):
                 _ISSUES, {**issue, "action": "repaired", "reason": ",".join(checked.repairs)}
             )
         self._count(f.split, "examples")
-        yield (
-            f.key,
-            {
-                "image": checked.jpeg,
-                "label": f.label,
-                "id": f.key,
-                "file_name": f.file_name,
-            },
-        )
+        example = {
+            "image": checked.jpeg,
+            "label": f.label,
+            "id": f.key,
+            "file_name": f.file_name,
+        }
+        if self._with_provenance:
+            soft_label = np.zeros(classes.NUM_CLASSES, np.float32)
+            soft_label[f.label] = 1.0
+            example.update(OFFICIAL_PROVENANCE, confidence=1.0, soft_label=soft_label)
+        yield f.key, example
 
 
 class _ExamplesFromFiles(beam.PTransform):
     """Labeled files -> (key, example); issues go to a JSON-lines file."""
 
-    def __init__(self, files: list[camsdd_layout.LabeledFile], policy: str, issues_path: str):
+    def __init__(
+        self,
+        files: list[camsdd_layout.LabeledFile],
+        policy: str,
+        issues_path: str,
+        with_provenance: bool = False,
+    ):
         super().__init__()
         self._files = files
         self._policy = policy
         self._issues_path = issues_path
+        self._with_provenance = with_provenance
 
     def expand(self, pbegin):
         checked = (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
             | "CheckImages"
-            >> beam.ParDo(_CheckImages(self._policy)).with_outputs(_ISSUES, main="examples")
+            >> beam.ParDo(_CheckImages(self._policy, self._with_provenance)).with_outputs(
+                _ISSUES, main="examples"
+            )
         )
         _ = (
             checked[_ISSUES]
@@ -201,13 +227,22 @@ class _RefuseLeaksDoFn(beam.DoFn):
 
 
 def _extra_example(row: dict) -> tuple[str, dict]:
-    data = epath.Path(row["image_path"]).read_bytes()
-    checked = images.check_camsdd_image(data)
+    path = epath.Path(row["image_path"])
+    checked = images.check_camsdd_image(path.read_bytes())
+    label = classes.CLASS_FOLDERS.index(row["label"])
+    soft_label = row.get("soft_label")
+    if soft_label is None:
+        soft_label = np.zeros(classes.NUM_CLASSES, np.float32)
+        soft_label[label] = 1.0
     return row["key"], {
         "image": checked.jpeg,
-        "label": classes.CLASS_FOLDERS.index(row["label"]),
-        "id": row["key"],
-        "file_name": epath.Path(row["image_path"]).name,
+        "label": label,
+        "id": f"extra_pseudo/{row['label']}/{row['key']}",
+        "file_name": path.name,
+        "confidence": float(row.get("confidence") if row.get("confidence") is not None else 1.0),
+        "soft_label": np.asarray(soft_label, np.float32),
+        **{name: row.get(name) or "" for name in ("source", "url", "license", "author")},
+        "query_class": row.get("query_class") or "",
     }
 
 
@@ -234,53 +269,112 @@ class _ExtraExamples(beam.PTransform):
         )
 
 
-def read_extra_manifest(pattern: str) -> list[dict]:
-    """Kept rows (key, image_path, label) of an extra-split manifest; errors name the problem."""
+#: Manifest columns an extra split needs, and those it uses when present.
+EXTRA_REQUIRED = ("key", "status", "image_path", "label")
+EXTRA_OPTIONAL = (
+    "confidence",
+    "soft_label",
+    "source",
+    "url",
+    "license",
+    "author",
+    "query_class",
+)
+
+
+def extra_manifest_paths(pointer: str) -> list[str]:
+    """Parquet shards named by a stage directory (its newest complete run), file or glob."""
+    location = epath.Path(pointer)
+    if location.is_dir():
+        shards = [str(p) for p in location.glob("manifest-*.parquet")]
+        newest = manifest.newest_complete_run(shards)
+        if newest is None:
+            raise FileNotFoundError(f"{pointer} holds no complete manifest-*.parquet run")
+        return newest[1]
+    paths = sorted(str(p) for p in location.parent.glob(location.name))
+    if not paths:
+        raise FileNotFoundError(f"no extra-split manifest matches {pointer}")
+    return paths
+
+
+def read_extra_manifest(pointer: str) -> list[dict]:
+    """Kept rows of an extra-split manifest, image paths resolved; errors name the problem."""
     import pyarrow.parquet as pq
 
-    paths = sorted(str(p) for p in epath.Path(pattern).parent.glob(epath.Path(pattern).name))
-    if not paths:
-        raise FileNotFoundError(f"no extra-split manifest matches {pattern}")
     rows = []
-    for path in paths:
+    for path in extra_manifest_paths(pointer):
         with epath.Path(path).open("rb") as handle:
-            table = pq.read_table(handle, columns=["key", "status", "image_path", "label"])
-        rows += [r for r in table.to_pylist() if r["status"] == "kept"]
+            table = pq.read_table(handle)
+        missing = [c for c in EXTRA_REQUIRED if c not in table.column_names]
+        if missing:
+            raise ValueError(f"{path}: an extra-split manifest needs columns {missing}")
+        columns = [*EXTRA_REQUIRED, *(c for c in EXTRA_OPTIONAL if c in table.column_names)]
+        base = epath.Path(path).parent
+        for row in table.select(columns).to_pylist():
+            if row["status"] != "kept":
+                continue
+            image_path = epath.Path(row["image_path"])
+            if not image_path.is_absolute() and "://" not in row["image_path"]:
+                row["image_path"] = str(base / image_path)
+            rows.append(row)
     unknown = sorted({r["label"] for r in rows} - set(classes.CLASS_FOLDERS))
     if unknown:
-        raise ValueError(f"{pattern}: labels {unknown} are not CamSDD class folders")
+        raise ValueError(f"{pointer}: labels {unknown} are not CamSDD class folders")
     return rows
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for CamSDD."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Official train, validation and test splits."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Official train, validation and test splits.",
+        "1.1.0": "The pseudo config: extra_pseudo, pseudo-labeled crawled images with "
+        "confidence, soft label and provenance.",
+    }
     BUILDER_CONFIGS = [
         CamsddConfig(
             name="official",
             description="The official train, validation and test splits only.",
-        )
+        ),
+        CamsddConfig(
+            name="pseudo",
+            description="Official splits plus extra_pseudo, the pseudo-labeled images of "
+            "`camsdd pseudolabel` (set CAMSDD_EXTRA_MANIFEST to W/pseudolabel).",
+            extra_splits=("extra_pseudo",),
+        ),
     ]
     DEFAULT_BUILDER_CONFIG_NAME = "official"
     MANUAL_DOWNLOAD_INSTRUCTIONS = camsdd_layout.LAYOUT_HELP
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(
-                        shape=(images.TARGET_HEIGHT, images.TARGET_WIDTH, 3),
-                        encoding_format="jpeg",
-                    ),
-                    "label": tfds.features.ClassLabel(names=list(classes.CLASS_NAMES)),
-                    "id": tfds.features.Text(
-                        doc="Stable example id: <split>/<class folder>/<file name>."
-                    ),
-                    "file_name": tfds.features.Text(doc="Original file name."),
-                }
+        features = {
+            "image": tfds.features.Image(
+                shape=(images.TARGET_HEIGHT, images.TARGET_WIDTH, 3),
+                encoding_format="jpeg",
             ),
+            "label": tfds.features.ClassLabel(names=list(classes.CLASS_NAMES)),
+            "id": tfds.features.Text(doc="Stable example id: <split>/<class folder>/<file name>."),
+            "file_name": tfds.features.Text(doc="Original file name."),
+        }
+        if self.builder_config.extra_splits:
+            features.update(
+                confidence=tfds.features.Scalar(
+                    np.float32, doc="Teacher confidence of the label (1 for official images)."
+                ),
+                soft_label=tfds.features.Tensor(
+                    shape=(classes.NUM_CLASSES,),
+                    dtype=np.float32,
+                    doc="Mean of the K heads' probabilities (one-hot for official images).",
+                ),
+                source=tfds.features.Text(doc="Where the image came from (camsdd, flickr, ...)."),
+                url=tfds.features.Text(doc="The image's source URL."),
+                license=tfds.features.Text(doc="The image's license."),
+                author=tfds.features.Text(doc="The image's author."),
+                query_class=tfds.features.Text(doc="The class the crawler searched for."),
+            )
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(features),
             supervised_keys=("image", "label"),
             homepage="https://people.ee.ethz.ch/~ihnatova/camsdd.html",
         )
@@ -310,17 +404,21 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             logging.warning("CamSDD layout: %s", warning)
         self._layout_scan = scan
         self._policy = policy
+        extra_splits = self.builder_config.extra_splits
         generators = {
-            split: self._generate_examples(split_scan.files, policy, str(self._issues_path(split)))
+            split: self._generate_examples(
+                split_scan.files, policy, str(self._issues_path(split)), bool(extra_splits)
+            )
             for split, split_scan in scan.splits.items()
         }
-        extra_splits = self.builder_config.extra_splits
         if extra_splits:
             pattern = self.builder_config.extra_manifest or environ.get(EXTRA_MANIFEST_ENV)
             if not pattern:
                 raise ValueError(
                     f"config {self.builder_config.name} has extra splits {extra_splits}: set "
-                    f"{EXTRA_MANIFEST_ENV} to the manifest that lists their images"
+                    f"{EXTRA_MANIFEST_ENV} to the manifest that lists their images (the "
+                    "`camsdd pseudolabel` stage directory W/pseudolabel), or build only the "
+                    "official splits with `--config official`"
                 )
             guard_files = [f for s in GUARDED_SPLITS for f in scan.splits[s].files]
             rows = read_extra_manifest(pattern)
@@ -328,9 +426,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 generators[split] = _ExtraExamples(rows, guard_files)
         return generators
 
-    def _generate_examples(self, files, policy, issues_path):
+    def _generate_examples(self, files, policy, issues_path, with_provenance=False):
         """Beam: reads, checks and yields (key, example) for each file."""
-        return _ExamplesFromFiles(files, policy, issues_path)
+        return _ExamplesFromFiles(files, policy, issues_path, with_provenance)
 
     def _issues_path(self, split: str) -> epath.Path:
         return self.data_path / f"build_issues-{split}.jsonl"
