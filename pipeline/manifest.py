@@ -13,6 +13,7 @@ import datetime as dt
 import io
 import json
 import re
+import sys
 import uuid
 
 import pyarrow as pa
@@ -96,12 +97,26 @@ def read_stage(work: str, stage: str) -> pa.Table | None:
     return read_table(latest[1]) if latest else None
 
 
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes (replaces) one file, local or ``gs://``."""
+    with FileSystems.create(path) as handle:
+        handle.write(data)
+
+
 def write_report(work: str, stage: str, report: dict, markdown: str) -> tuple[str, str]:
     """``W/<stage>/report.json`` and ``report.md``; returns their paths."""
     json_path = FileSystems.join(stage_dir(work, stage), "report.json")
     markdown_path = FileSystems.join(stage_dir(work, stage), "report.md")
-    with FileSystems.create(json_path) as handle:
-        handle.write(json.dumps(report, indent=1, default=str).encode())
-    with FileSystems.create(markdown_path) as handle:
-        handle.write(markdown.encode())
+    write_bytes(json_path, json.dumps(report, indent=1, default=str).encode())
+    write_bytes(markdown_path, markdown.encode())
     return json_path, markdown_path
+
+
+def print_locations(report: dict) -> int:
+    """Prints where a stage wrote its manifest and report; exit code 1 if counts don't reconcile."""
+    print(f"  manifest: {', '.join(report['manifest'])}")
+    print(f"  report:   {', '.join(report['report_files'])}")
+    if not report["reconciled"]:
+        print("error: counts do not reconcile (inputs != kept + dropped)", file=sys.stderr)
+        return 1
+    return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import dataclasses
 import io
 from typing import Any
 
@@ -97,7 +98,7 @@ def build(
         "stage": "pseudolabel",
         "run_id": run_id,
         "model": model,
-        "config": {k: v for k, v in vars(config).items()},
+        "config": dataclasses.asdict(config),
         "inputs": inputs,
         "kept": kept,
         "dropped": sum(reasons.values()),

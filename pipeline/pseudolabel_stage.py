@@ -265,11 +265,6 @@ def build_pipeline(
 # ------------------------------------------------------------------ the run
 
 
-def _write_bytes(path: str, data: bytes) -> None:
-    with FileSystems.create(path) as handle:
-        handle.write(data)
-
-
 def write_oof(path: str, labeled: LabeledSet, kfold: pseudolabel.KFoldHeads) -> None:
     """Per labeled image: its fold and OOF probabilities (for review in FiftyOne)."""
     table = pa.table(
@@ -282,7 +277,7 @@ def write_oof(path: str, labeled: LabeledSet, kfold: pseudolabel.KFoldHeads) -> 
     )
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
-    _write_bytes(path, buffer.getvalue())
+    manifest.write_bytes(path, buffer.getvalue())
 
 
 def run_pseudolabel(
@@ -347,12 +342,12 @@ def run_pseudolabel(
         run_id=run_id,
     )
     report["manifest"] = latest[1]
-    _write_bytes(
+    manifest.write_bytes(
         FileSystems.join(stage_dir, "label_issues.csv"),
         pseudolabel_report.label_issues_csv(labeled, kfold).encode(),
     )
     for name, png in pseudolabel_report.plots(table, labeled, kfold, thresholds).items():
-        _write_bytes(FileSystems.join(stage_dir, name), png)
+        manifest.write_bytes(FileSystems.join(stage_dir, name), png)
     report["report_files"] = list(
         manifest.write_report(work, STAGE, report, pseudolabel_report.render_markdown(report))
     )
@@ -434,14 +429,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--seed", type=int, default=defaults.seed, help="fold seed (default %(default)s)"
     )
-    parser.add_argument(
-        "--teacher",
-        default=teacher.TeacherSpec.name,
-        help="the backbone whose cached embeddings to use (as for `camsdd embed`)",
-    )
-    parser.add_argument(
-        "--teacher-input", default="224x336", help="HxW of that backbone (default %(default)s)"
-    )
+    embed_stage.add_teacher_arguments(parser, "the backbone whose cached embeddings to use: ")
     parser.set_defaults(func=run, accepts_beam_options=True)
 
 
@@ -472,9 +460,4 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(pseudolabel_report.render_text(report))
-    print(f"  manifest: {', '.join(report['manifest'])}")
-    print(f"  report:   {', '.join(report['report_files'])}")
-    if not report["reconciled"]:
-        print("error: counts do not reconcile (inputs != kept + dropped)", file=sys.stderr)
-        return 1
-    return 0
+    return manifest.print_locations(report)
