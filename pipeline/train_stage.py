@@ -1,0 +1,397 @@
+"""``camsdd train``: the mobile student on ``train`` or ``train+extra_pseudo``.
+
+Writes ``W/models/<name>/``: ``model.keras`` (the last epoch), ``checkpoints/``
+(``best.keras`` by validation top-1 when there is a validation split, and a
+backup Keras restores from if a run is interrupted and started again) and
+``train.json`` (the spec, every option, the data counts, per-epoch history and
+training throughput).
+
+A run is seeded end to end (weights, shuffling, augmentation, op determinism),
+so the same command gives the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+from etils import epath
+
+from pipeline import classes, student, student_data
+
+MODELS = "models"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How to train (everything but the architecture, which is ``student.StudentSpec``).
+
+    ``budget_split`` fixes the number of steps per epoch from another split's size:
+    the ablation trains ``train`` and ``train+extra_pseudo`` for the same number of
+    steps (the same images seen), so only the data differs.
+    """
+
+    data_dir: str
+    config: str = "official"
+    split: str = "train"
+    validation_split: str | None = "validation"
+    epochs: int = 10
+    steps_per_epoch: int | None = None
+    budget_split: str | None = None
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    label_smoothing: float = 0.1
+    class_weights: str = "none"
+    distill: float = 0.0
+    augment: bool = True
+    seed: int = 2021
+
+
+def model_dir(work: str, name: str) -> epath.Path:
+    return epath.Path(work) / MODELS / name
+
+
+def auto_config(split: str, distill: float) -> str:
+    """``pseudo`` when the split or the loss needs it, else ``official``."""
+    return "pseudo" if "extra_pseudo" in split or distill else "official"
+
+
+class ThroughputMeter:
+    """Keras callback: images per second of the training steps alone, per epoch."""
+
+    def __init__(self, batch_size: int):
+        import keras
+
+        meter = self
+
+        class _Callback(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                meter._start = None
+                meter._steps = 0
+
+            def on_train_batch_begin(self, batch, logs=None):
+                if meter._start is None:
+                    meter._start = time.perf_counter()
+
+            def on_train_batch_end(self, batch, logs=None):
+                meter._steps += 1
+                meter._end = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                seconds = meter._end - meter._start
+                meter.per_epoch.append(meter._steps * meter.batch_size / seconds)
+
+        self.batch_size = batch_size
+        self.per_epoch: list[float] = []
+        self._start: float | None = None
+        self._end = 0.0
+        self._steps = 0
+        self.callback = _Callback()
+
+    @property
+    def steady(self) -> float:
+        """Images/s after the first epoch (which includes graph tracing), or the only epoch's."""
+        later = self.per_epoch[1:] or self.per_epoch
+        return float(np.median(later)) if later else 0.0
+
+
+def train(spec: student.StudentSpec, config: TrainConfig, out_dir: str, verbose: int = 1) -> dict:
+    """Trains one student; returns (and writes) the ``train.json`` record."""
+    import keras
+    import tensorflow as tf
+
+    student.validate(spec)
+    if not 0 <= config.distill <= 1:
+        raise student_data.DataError(f"--distill must be in [0, 1], not {config.distill}")
+    if not 0 <= config.label_smoothing < 1:
+        raise student_data.DataError(
+            f"--label-smoothing must be in [0, 1), not {config.label_smoothing}"
+        )
+    if config.class_weights not in ("none", "balanced"):
+        raise student_data.DataError(f"unknown --class-weights {config.class_weights!r}")
+    training = student_data.load_split(config.data_dir, config.config, config.split)
+    validation = (
+        student_data.load_split(config.data_dir, config.config, config.validation_split)
+        if config.validation_split
+        else None
+    )
+    budget_examples = training.num_examples
+    if config.budget_split:
+        budget_examples = student_data.load_split(
+            config.data_dir, config.config, config.budget_split
+        ).num_examples
+    steps = config.steps_per_epoch or math.ceil(budget_examples / config.batch_size)
+    weights = (
+        student_data.balanced_class_weights(training.labels)
+        if config.class_weights == "balanced"
+        else None
+    )
+
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    model = student.build_student(spec, seed=config.seed)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=max(1, steps * config.epochs)
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.CategoricalCrossentropy(),
+        metrics=[
+            keras.metrics.CategoricalAccuracy(name="accuracy"),
+            keras.metrics.TopKCategoricalAccuracy(3, name="top3"),
+        ],
+        # XLA compiles the train step for tens of seconds on CPU; plain graphs start at once.
+        jit_compile=False,
+    )
+    out = epath.Path(out_dir)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    meter = ThroughputMeter(config.batch_size)
+    callbacks = [
+        meter.callback,
+        # Restores the last finished epoch if an earlier run with this name was killed.
+        keras.callbacks.BackupAndRestore(os.fspath(out / "checkpoints" / "backup")),
+    ]
+    if validation is not None:
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                os.fspath(out / "checkpoints" / "best.keras"),
+                monitor="val_accuracy",
+                mode="max",
+                save_best_only=True,
+            )
+        )
+    data = student_data.training_dataset(
+        training,
+        config.batch_size,
+        config.seed,
+        augmentation=config.augment,
+        label_smoothing=config.label_smoothing,
+        distill=config.distill,
+        class_weights=weights,
+    )
+    started = time.monotonic()
+    # Keras warns that fit's shuffle flag is ignored for a tf.data input; ours is shuffled.
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+    history = model.fit(
+        data,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        validation_data=(
+            student_data.evaluation_dataset(validation, config.batch_size) if validation else None
+        ),
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    seconds = time.monotonic() - started
+    model.save(os.fspath(out / "model.keras"))
+
+    record: dict[str, Any] = {
+        "model": os.fspath(out / "model.keras"),
+        "spec": student.spec_to_dict(spec),
+        "weights_used": student.resolve_weights(spec),
+        "config": dataclasses.asdict(config),
+        "parameters": int(model.count_params()),
+        "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "train_examples": training.num_examples,
+        "train_examples_per_class": {
+            classes.CLASS_FOLDERS[i]: int(n)
+            for i, n in enumerate(np.bincount(training.labels, minlength=classes.NUM_CLASSES))
+            if n
+        },
+        "validation_examples": validation.num_examples if validation else 0,
+        "steps_per_epoch": steps,
+        "images_seen": steps * config.epochs * config.batch_size,
+        "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+        "images_per_second": meter.per_epoch,
+        "images_per_second_steady": meter.steady,
+        "seconds": seconds,
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    (out / "train.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def add_student_arguments(parser: argparse.ArgumentParser) -> None:
+    """The architecture and training flags ``train`` and ``ablate`` share."""
+    arch = parser.add_argument_group("student architecture")
+    arch.add_argument(
+        "--architecture",
+        default="mobilenetv2",
+        help=f"one of {', '.join(student.ARCHITECTURES)} (default mobilenetv2); `baseline` is "
+        "the MAI 2021 baseline: frozen MobileNetV2 at 384x576, Flatten, Dense(64), "
+        "Dropout(0.5), Dense(30)",
+    )
+    arch.add_argument(
+        "--alpha", type=float, default=1.0, help="width multiplier: 0.35, 0.75, 1.0 (default 1.0)"
+    )
+    arch.add_argument(
+        "--input-size",
+        help="HEIGHTxWIDTH the backbone sees after the in-graph resize of the 384x576 frame "
+        "(default 128x192; e.g. 96x144, 128x128, 192x288; the baseline uses 384x576)",
+    )
+    arch.add_argument(
+        "--weights",
+        default="auto",
+        choices=student.WEIGHTS,
+        help="ImageNet start: offline = torchvision MobileNetV2 (alpha 1.0) from "
+        f"{student.MOBILENET_PIP}; imagenet = Keras hub weights (needs internet); none = "
+        "random; auto (default) = offline where it exists, else none",
+    )
+    arch.add_argument(
+        "--freeze-backbone",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train only the head (default: on for the baseline, off otherwise)",
+    )
+    arch.add_argument(
+        "--dropout", type=float, default=None, help="before the classifier (default 0.2)"
+    )
+
+    fit = parser.add_argument_group("training")
+    fit.add_argument(
+        "--data_dir", help="TFDS data dir holding the built camsdd (default WORK/tfds)"
+    )
+    fit.add_argument(
+        "--config",
+        default="auto",
+        choices=("auto", "official", "pseudo"),
+        help="camsdd config to read (default auto: pseudo if the split has extra_pseudo or "
+        "--distill is set, else official)",
+    )
+    fit.add_argument(
+        "--validation-split",
+        default="validation",
+        help="evaluated after every epoch, picks checkpoints/best.keras; 'none' to skip",
+    )
+    fit.add_argument("--epochs", type=int, default=10, help="default 10")
+    fit.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        help="default: one pass over the training split (ceil(examples / batch size))",
+    )
+    fit.add_argument("--batch-size", type=int, default=32, help="default 32")
+    fit.add_argument(
+        "--learning-rate", type=float, default=1e-3, help="Adam, cosine decay (default 1e-3)"
+    )
+    fit.add_argument("--label-smoothing", type=float, default=0.1, help="default 0.1")
+    fit.add_argument(
+        "--class-weights",
+        default="none",
+        choices=("none", "balanced"),
+        help="balanced: weight each example by n / (classes * class count) (default none)",
+    )
+    fit.add_argument(
+        "--distill",
+        type=float,
+        default=0.0,
+        help="weight d of the teacher's soft labels: loss = (1-d) CE(label) + d KL(soft || p); "
+        "needs camsdd/pseudo (default 0)",
+    )
+    fit.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="seeded zoom-crop, flip (not text/QR), brightness, contrast (default on)",
+    )
+    fit.add_argument("--seed", type=int, default=2021, help="default 2021")
+
+
+def spec_from_args(args: argparse.Namespace) -> student.StudentSpec:
+    if args.architecture == "baseline":
+        spec = student.StudentSpec.baseline(args.weights)
+    else:
+        spec = student.StudentSpec(
+            architecture=args.architecture, alpha=args.alpha, weights=args.weights
+        )
+    if args.input_size:
+        spec = dataclasses.replace(spec, input_size=student.parse_input_size(args.input_size))
+    if args.freeze_backbone is not None:
+        spec = dataclasses.replace(spec, freeze_backbone=args.freeze_backbone)
+    if args.dropout is not None:
+        spec = dataclasses.replace(spec, dropout=args.dropout)
+    return student.validate(spec)
+
+
+def config_from_args(args: argparse.Namespace, split: str, **overrides: Any) -> TrainConfig:
+    config = args.config if args.config != "auto" else auto_config(split, args.distill)
+    validation = None if args.validation_split in ("", "none") else args.validation_split
+    return TrainConfig(
+        data_dir=args.data_dir or os.fspath(epath.Path(args.work) / "tfds"),
+        config=config,
+        split=split,
+        validation_split=validation,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        label_smoothing=args.label_smoothing,
+        class_weights=args.class_weights,
+        distill=args.distill,
+        augment=args.augment,
+        seed=args.seed,
+        **overrides,
+    )
+
+
+def progress_verbosity() -> int:
+    """Keras progress bar on a terminal, one line per epoch in logs."""
+    return 1 if sys.stdout.isatty() else 2
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train the mobile student on camsdd (train or train+extra_pseudo)",
+        description="Trains a mobile scene classifier on the built camsdd TFDS dataset. The "
+        "model takes 576x384 uint8 frames and resizes/normalizes inside the graph. Writes "
+        "WORK/models/NAME/{model.keras, checkpoints/, train.json}.",
+    )
+    parser.add_argument("--work", required=True, help="work directory shared by all stages")
+    parser.add_argument(
+        "--name", default="student", help="model name: WORK/models/NAME (default student)"
+    )
+    parser.add_argument(
+        "--split",
+        default="train",
+        help="training split: train, or train+extra_pseudo (needs camsdd/pseudo)",
+    )
+    add_student_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def print_summary(record: dict) -> None:
+    history = record["history"]
+    last = {k: v[-1] for k, v in history.items()}
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in last.items())
+    print(
+        f"  {record['train_examples']} training examples, {record['steps_per_epoch']} steps x "
+        f"{len(history['loss'])} epochs; last epoch: {metrics}"
+    )
+    print(
+        f"  throughput {record['images_per_second_steady']:.1f} images/s "
+        f"({record['weights_used']} weights, {record['trainable_parameters']:,} of "
+        f"{record['parameters']:,} parameters trained); {record['seconds']:.0f} s"
+    )
+    print(f"  model: {record['model']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        spec = spec_from_args(args)
+        config = config_from_args(args, args.split)
+        record = train(
+            spec, config, os.fspath(model_dir(args.work, args.name)), progress_verbosity()
+        )
+    except (student.StudentSpecError, student_data.DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print_summary(record)
+    return 0
