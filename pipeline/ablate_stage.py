@@ -145,10 +145,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "camsdd/pseudo (same seed, same number of steps), quantizes both to INT8, evaluates "
         "both, and reports the difference in WORK/models/NAME/ablation.{json,md}.",
     )
-    parser.add_argument("--work", required=True, help="work directory shared by all stages")
-    parser.add_argument(
-        "--name", default="ablation", help="WORK/models/NAME holds both arms (default ablation)"
-    )
+    train_stage.add_model_arguments(parser, name="ablation")
     parser.add_argument(
         "--splits", default="validation,test", help="evaluation splits (default validation,test)"
     )
@@ -160,6 +157,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.config == "official":
+        print(
+            "error: ablate needs camsdd/pseudo (it holds extra_pseudo); drop --config",
+            file=sys.stderr,
+        )
+        return 2
     try:
         spec = train_stage.spec_from_args(args)
         base = train_stage.config_from_args(args, "train")

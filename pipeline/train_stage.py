@@ -59,6 +59,25 @@ def model_dir(work: str, name: str) -> epath.Path:
     return epath.Path(work) / MODELS / name
 
 
+def add_model_arguments(
+    parser: argparse.ArgumentParser, name: str = "student", data_dir: bool = True
+) -> None:
+    """``--work``, ``--name`` (the folder W/models/NAME) and ``--data_dir``, as every
+    student command takes them."""
+    parser.add_argument("--work", required=True, help="work directory shared by all stages")
+    parser.add_argument(
+        "--name", default=name, help=f"model folder WORK/models/NAME (default {name})"
+    )
+    if data_dir:
+        parser.add_argument(
+            "--data_dir", help="TFDS data dir holding the built camsdd (default WORK/tfds)"
+        )
+
+
+def data_dir_of(args: argparse.Namespace) -> str:
+    return args.data_dir or os.fspath(epath.Path(args.work) / "tfds")
+
+
 def auto_config(split: str, distill: float) -> str:
     """``pseudo`` when the split or the loss needs it, else ``official``."""
     return "pseudo" if "extra_pseudo" in split or distill else "official"
@@ -257,9 +276,6 @@ def add_student_arguments(parser: argparse.ArgumentParser) -> None:
 
     fit = parser.add_argument_group("training")
     fit.add_argument(
-        "--data_dir", help="TFDS data dir holding the built camsdd (default WORK/tfds)"
-    )
-    fit.add_argument(
         "--config",
         default="auto",
         choices=("auto", "official", "pseudo"),
@@ -324,7 +340,7 @@ def config_from_args(args: argparse.Namespace, split: str, **overrides: Any) -> 
     config = args.config if args.config != "auto" else auto_config(split, args.distill)
     validation = None if args.validation_split in ("", "none") else args.validation_split
     return TrainConfig(
-        data_dir=args.data_dir or os.fspath(epath.Path(args.work) / "tfds"),
+        data_dir=data_dir_of(args),
         config=config,
         split=split,
         validation_split=validation,
@@ -354,10 +370,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "model takes 576x384 uint8 frames and resizes/normalizes inside the graph. Writes "
         "WORK/models/NAME/{model.keras, checkpoints/, train.json}.",
     )
-    parser.add_argument("--work", required=True, help="work directory shared by all stages")
-    parser.add_argument(
-        "--name", default="student", help="model name: WORK/models/NAME (default student)"
-    )
+    add_model_arguments(parser)
     parser.add_argument(
         "--split",
         default="train",
