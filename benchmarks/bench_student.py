@@ -32,38 +32,21 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import (  # noqa: E402
-    beam_options,
+    demo,
     scene_metrics,
     student,
     student_data,
     tflite_model,
     train_stage,
 )
-from pipeline.demo_data import DEMO_DIR  # noqa: E402
 
-DEMO_STUDENT = student.StudentSpec("mobilenetv2", 1.0, (128, 192), "offline", True, 0.2)
-
-
-def build_demo(data_dir: Path) -> None:
-    import apache_beam as beam
-    import tensorflow_datasets as tfds
-
-    from tfds_camsdd.camsdd import camsdd_dataset_builder
-
-    camsdd_dataset_builder.Builder(data_dir=str(data_dir), config="official").download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=str(DEMO_DIR),
-            beam_options=beam.options.pipeline_options.PipelineOptions(
-                [f"--runner={beam_options.LOCAL_RUNNER}"]
-            ),
-        )
-    )
+DEMO_STUDENT = demo.DEMO_STUDENT
 
 
 def convert(model, frames) -> tuple[bytes, bytes]:
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return tflite_model.convert_float(model), tflite_model.convert_int8(model, frames)
+        return tflite_model.convert_float(model), tflite_model.convert_int8(model, frames)[0]
 
 
 def accuracy_rows(float_content, int8_content, frames, labels) -> dict:
@@ -101,7 +84,7 @@ def main() -> None:
     threads = tflite_model.all_threads()
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = Path(scratch) / "tfds"
-        build_demo(data_dir)
+        demo.build_demo_tfds(str(data_dir))
         splits = {
             name: student_data.load_split(str(data_dir), "official", name)
             for name in ("train", "validation", "test")

@@ -27,12 +27,14 @@ from pathlib import Path
 import numpy as np
 from etils import epath
 
-from pipeline import beam_options, camsdd_layout, classes, pseudolabel_eval
+from pipeline import beam_options, camsdd_layout, classes, pseudolabel_eval, student
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR, DEMO_DIR
 
 STEPS = 9
 # The demo student: the offline-weights MobileNetV2 with a frozen backbone (43 training
-# photos are too few to fine-tune it), trained long enough to fit them.
+# photos are too few to fine-tune it), trained long enough to fit them. DEMO_STUDENT is
+# what DEMO_TRAINING's flags build (tests and benchmarks use it directly).
+DEMO_STUDENT = student.StudentSpec("mobilenetv2", 1.0, (128, 192), "offline", True, 0.2)
 DEMO_TRAINING = [
     "--freeze-backbone",
     "--epochs",
@@ -78,6 +80,28 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _step(title: str) -> None:
     print(f"\n== {title}", flush=True)
+
+
+def build_demo_tfds(data_dir: str, configs: tuple[str, ...] = ("official",)) -> None:
+    """Builds the demo CamSDD in-process with the builder API on the local Beam runner.
+
+    (The demo itself runs the ``tfds build`` command a user types; tests and benchmarks
+    build in-process.) ``pseudo`` reads ``CAMSDD_EXTRA_MANIFEST`` as usual.
+    """
+    import apache_beam
+    import tensorflow_datasets as tfds
+
+    from tfds_camsdd.camsdd import camsdd_dataset_builder
+
+    for config in configs:
+        camsdd_dataset_builder.Builder(data_dir=data_dir, config=config).download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                manual_dir=os.fspath(DEMO_DIR),
+                beam_options=apache_beam.options.pipeline_options.PipelineOptions(
+                    [f"--runner={beam_options.LOCAL_RUNNER}"]
+                ),
+            )
+        )
 
 
 def tfds_build_command(manual_dir: str, data_dir: str, workers: int = 1) -> list[str]:

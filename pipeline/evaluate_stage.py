@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -44,14 +45,21 @@ def evaluate_scores(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     }
 
 
-def score_split(content: bytes, split: student_data.Split) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and labels of every example of ``split`` (all threads)."""
-    classifier = tflite_model.Classifier(content, tflite_model.all_threads())
-    scores, labels = [], []
+def score_split(
+    split: student_data.Split, contents: Sequence[bytes]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Probabilities of every example of ``split`` under each model, and the labels.
+
+    The split is decoded once however many models score it (all threads each).
+    """
+    classifiers = [tflite_model.Classifier(c, tflite_model.all_threads()) for c in contents]
+    scores: list[list[np.ndarray]] = [[] for _ in contents]
+    labels = []
     for frame, label in student_data.frames(split):
-        scores.append(classifier.probabilities(frame))
+        for rows, classifier in zip(scores, classifiers, strict=True):
+            rows.append(classifier.probabilities(frame))
         labels.append(label)
-    return np.stack(scores), np.asarray(labels, np.int64)
+    return [np.stack(rows) for rows in scores], np.asarray(labels, np.int64)
 
 
 def plot_confusion(matrix: np.ndarray, title: str, path: str) -> None:
@@ -121,7 +129,7 @@ def evaluate(
         "splits": {},
     }
     for split in loaded:
-        scores, labels = score_split(content, split)
+        (scores,), labels = score_split(split, [content])
         figures = evaluate_scores(scores, labels)
         png = out / f"confusion_{split.name}.png"
         plot_confusion(

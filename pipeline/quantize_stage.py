@@ -38,8 +38,9 @@ def representative_frames(
 
 def compare(float_content: bytes, int8_content: bytes, split: student_data.Split) -> dict:
     """Float vs INT8 TFLite on one split: top-1/top-3 of each, the drop, top-1 agreement."""
-    float_scores, labels = evaluate_stage.score_split(float_content, split)
-    int8_scores, _ = evaluate_stage.score_split(int8_content, split)
+    (float_scores, int8_scores), labels = evaluate_stage.score_split(
+        split, [float_content, int8_content]
+    )
     out: dict[str, Any] = {"examples": len(labels)}
     for k in (1, 3):
         f = scene_metrics.top_k_accuracy(float_scores, labels, k)
@@ -75,8 +76,7 @@ def quantize(
         # checked (scale 1, zero point 0) by tflite_model instead.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         float_content = tflite_model.convert_float(model)
-        int8_content = tflite_model.convert_int8(model, frames)
-    check = tflite_model.check_integer_only(int8_content)
+        int8_content, check = tflite_model.convert_int8(model, frames)
     (folder / "model_float.tflite").write_bytes(float_content)
     (folder / "model_int8.tflite").write_bytes(int8_content)
 

@@ -179,13 +179,12 @@ def mobilenetv2(alpha: float = 1.0, state: dict[str, np.ndarray] | None = None):
         if state is None:
             return
         if kind == "bn":
-            layer.set_weights(
-                [state[f"{prefix}.{n}"] for n in ("weight", "bias", "running_mean", "running_var")]
+            layer.set_weights(torch_weights.bn_weights(state, prefix))
+        else:
+            to_keras = (
+                torch_weights.depthwise_kernel if kind == "depthwise" else torch_weights.conv_kernel
             )
-        elif kind == "conv":
-            layer.set_weights([np.transpose(state[f"{prefix}.weight"], (2, 3, 1, 0))])
-        else:  # depthwise: (c, 1, kh, kw) -> (kh, kw, c, 1)
-            layer.set_weights([np.transpose(state[f"{prefix}.weight"], (2, 3, 0, 1))])
+            layer.set_weights([to_keras(state[f"{prefix}.weight"])])
 
     def conv(x, prefix, filters, kernel=1, strides=1, depthwise=False):
         name = prefix.replace(".", "_")

@@ -86,18 +86,6 @@ def lite0_weights_path() -> str:
     return os.path.join(folder, "models", "efficientnet-lite0-57934424.pth")
 
 
-def _conv_kernel(weight: np.ndarray) -> np.ndarray:
-    return np.transpose(weight, (2, 3, 1, 0))  # (out, in, kh, kw) -> (kh, kw, in, out)
-
-
-def _depthwise_kernel(weight: np.ndarray) -> np.ndarray:
-    return np.transpose(weight, (2, 3, 0, 1))  # (c, 1, kh, kw) -> (kh, kw, c, 1)
-
-
-def _bn_weights(state: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
-    return [state[f"{prefix}.{name}"] for name in ("weight", "bias", "running_mean", "running_var")]
-
-
 def efficientnet_lite0(state: dict[str, np.ndarray], with_logits: bool = False):
     """The Lite0 network on float inputs already scaled to (x − 127) / 128.
 
@@ -110,7 +98,7 @@ def efficientnet_lite0(state: dict[str, np.ndarray], with_logits: bool = False):
     def bn(x, prefix):
         layer = layers.BatchNormalization(epsilon=BN_EPSILON, name=prefix.replace(".", "_"))
         out = layer(x)
-        layer.set_weights(_bn_weights(state, prefix))
+        layer.set_weights(torch_weights.bn_weights(state, prefix))
         return out
 
     def conv(x, prefix, strides=1):
@@ -124,7 +112,7 @@ def efficientnet_lite0(state: dict[str, np.ndarray], with_logits: bool = False):
             name=prefix.replace(".", "_"),
         )
         out = layer(x)
-        layer.set_weights([_conv_kernel(weight)])
+        layer.set_weights([torch_weights.conv_kernel(weight)])
         return out
 
     def depthwise(x, prefix, strides):
@@ -137,7 +125,7 @@ def efficientnet_lite0(state: dict[str, np.ndarray], with_logits: bool = False):
             name=prefix.replace(".", "_"),
         )
         out = layer(x)
-        layer.set_weights([_depthwise_kernel(weight)])
+        layer.set_weights([torch_weights.depthwise_kernel(weight)])
         return out
 
     relu6 = layers.ReLU(6.0)

@@ -56,8 +56,11 @@ def pinned_representatives(frames: Iterable[np.ndarray]) -> Callable[[], Iterato
     return generate
 
 
-def convert_int8(model: Any, representative: Iterable[np.ndarray]) -> bytes:
-    """Full-integer INT8 TFLite with uint8 input and output; raises if it is not."""
+def convert_int8(model: Any, representative: Iterable[np.ndarray]) -> tuple[bytes, dict]:
+    """Full-integer INT8 TFLite with uint8 input and output, and its integer-only check.
+
+    Raises ``QuantizationError`` if the file is not integer-only (see ``check_integer_only``).
+    """
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -68,8 +71,7 @@ def convert_int8(model: Any, representative: Iterable[np.ndarray]) -> bytes:
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
     content = converter.convert()
-    check_integer_only(content)
-    return content
+    return content, check_integer_only(content)
 
 
 def interpreter(content: bytes, threads: int | None = None, delegates: bool = True):
@@ -88,9 +90,12 @@ def interpreter(content: bytes, threads: int | None = None, delegates: bool = Tr
     return runner
 
 
-def op_table(content: bytes) -> list[dict[str, Any]]:
-    """Every op of the model: index, name and its tensors' dtypes (inputs, outputs)."""
-    runner = interpreter(content, delegates=False)
+def op_table(content: bytes, runner: Any = None) -> list[dict[str, Any]]:
+    """Every op of the model: index, name and its tensors' dtypes (inputs, outputs).
+
+    ``runner``: an interpreter of ``content`` built with ``delegates=False``, if at hand.
+    """
+    runner = runner or interpreter(content, delegates=False)
     tensors = {t["index"]: t for t in runner.get_tensor_details()}
     table = []
     for op in runner._get_ops_details():
@@ -115,7 +120,8 @@ def check_integer_only(content: bytes) -> dict[str, Any]:
 
     Returns a summary: op counts by name and the input/output quantization.
     """
-    table = op_table(content)
+    runner = interpreter(content, delegates=False)
+    table = op_table(content, runner)
     bad = float_ops(table)
     if bad:
         first = bad[0]
@@ -124,7 +130,6 @@ def check_integer_only(content: bytes) -> dict[str, Any]:
             f"not integer-only: op #{first['index']} {first['op']} has "
             f"{first['inputs']} -> {first['outputs']} tensors ({len(bad)} float op(s): {listed})"
         )
-    runner = interpreter(content, delegates=False)
     (inp,) = runner.get_input_details()
     (out,) = runner.get_output_details()
     for role, detail in (("input", inp), ("output", out)):

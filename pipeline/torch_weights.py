@@ -140,3 +140,18 @@ def _load_legacy(data: bytes) -> dict[str, np.ndarray]:
         (count,) = struct.unpack("<q", handle.read(8))
         storage.data = np.frombuffer(handle.read(count * storage.dtype.itemsize), storage.dtype)
     return _tensors_to_numpy(state)
+
+
+def conv_kernel(weight: np.ndarray) -> np.ndarray:
+    """torch conv weight (out, in, kh, kw) -> Keras Conv2D kernel (kh, kw, in, out)."""
+    return np.transpose(weight, (2, 3, 1, 0))
+
+
+def depthwise_kernel(weight: np.ndarray) -> np.ndarray:
+    """torch depthwise weight (c, 1, kh, kw) -> Keras DepthwiseConv2D kernel (kh, kw, c, 1)."""
+    return np.transpose(weight, (2, 3, 0, 1))
+
+
+def bn_weights(state: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
+    """A torch BatchNorm's tensors in Keras' order: gamma, beta, moving mean, variance."""
+    return [state[f"{prefix}.{name}"] for name in ("weight", "bias", "running_mean", "running_var")]

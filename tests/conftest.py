@@ -109,28 +109,14 @@ def demo_tfds(tmp_path_factory) -> Path:
     ``camsdd/pseudo`` gets its extra_pseudo split from the dummy pseudolabel manifest
     (2 kept real photos from the demo candidate pool, no leaks).
     """
-    import apache_beam as beam
-    import tensorflow_datasets as tfds
-
-    from pipeline import beam_options
-    from pipeline.demo_data import DEMO_DIR
+    from pipeline import demo
     from tfds_camsdd.camsdd import camsdd_dataset_builder
 
     data_dir = tmp_path_factory.mktemp("demo_tfds")
     previous = os.environ.get(camsdd_dataset_builder.EXTRA_MANIFEST_ENV)
     os.environ[camsdd_dataset_builder.EXTRA_MANIFEST_ENV] = str(DUMMY_DATA / "pseudolabel")
     try:
-        for config in ("official", "pseudo"):
-            camsdd_dataset_builder.Builder(
-                data_dir=str(data_dir), config=config
-            ).download_and_prepare(
-                download_config=tfds.download.DownloadConfig(
-                    manual_dir=str(DEMO_DIR),
-                    beam_options=beam.options.pipeline_options.PipelineOptions(
-                        [f"--runner={beam_options.LOCAL_RUNNER}"]
-                    ),
-                )
-            )
+        demo.build_demo_tfds(str(data_dir), ("official", "pseudo"))
     finally:
         if previous is None:
             os.environ.pop(camsdd_dataset_builder.EXTRA_MANIFEST_ENV, None)

@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import (
+    demo,
     evaluate_stage,
     quantize_stage,
     scene_metrics,
@@ -23,7 +24,7 @@ from pipeline import (
     train_stage,
 )
 
-DEMO_STUDENT = student.StudentSpec("mobilenetv2", 1.0, (128, 192), "offline", True, 0.2)
+DEMO_STUDENT = demo.DEMO_STUDENT
 
 
 def tiny_config(data_dir, **overrides) -> train_stage.TrainConfig:
