@@ -108,6 +108,10 @@ def evaluate(
     if not path.exists():
         raise student_data.DataError(f"no model file {model_path}")
     content = path.read_bytes()
+    try:
+        tflite_model.interpreter(content, delegates=False)
+    except tflite_model.ModelFileError as error:
+        raise student_data.DataError(f"{model_path}: {error}") from error
     loaded = [student_data.load_split(data_dir, config, name) for name in splits]
     out = epath.Path(out_dir or path.parent / "evaluation" / path.stem)
     out.mkdir(parents=True, exist_ok=True)

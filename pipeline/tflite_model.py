@@ -30,6 +30,10 @@ class QuantizationError(RuntimeError):
     """The converted model is not integer-only (or not uint8 at its edges)."""
 
 
+class ModelFileError(ValueError):
+    """The bytes are not a TFLite model the interpreter can open."""
+
+
 def convert_float(model: Any) -> bytes:
     """The FP32 TFLite file of a Keras model (the latency and accuracy reference)."""
     import tensorflow as tf
@@ -85,7 +89,10 @@ def interpreter(content: bytes, threads: int | None = None, delegates: bool = Tr
         kwargs["experimental_op_resolver_type"] = (
             litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         )
-    runner = litert.Interpreter(**kwargs)
+    try:
+        runner = litert.Interpreter(**kwargs)
+    except ValueError as error:  # not a flatbuffer, truncated, wrong schema
+        raise ModelFileError(f"not a TFLite model ({error})") from error
     runner.allocate_tensors()
     return runner
 

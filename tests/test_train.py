@@ -200,6 +200,9 @@ def test_missing_split_and_missing_dataset_are_clear_errors(demo_tfds, tmp_path)
         student_data.load_split(str(tmp_path), "official", "train")
     with pytest.raises(student_data.DataError, match="no model file"):
         evaluate_stage.evaluate(str(tmp_path / "none.tflite"), str(demo_tfds), "official")
+    (tmp_path / "page.tflite").write_bytes(b"<html>Not Found</html>")
+    with pytest.raises(student_data.DataError, match="page.tflite: not a TFLite model"):
+        evaluate_stage.evaluate(str(tmp_path / "page.tflite"), str(demo_tfds), "official")
 
 
 def camsdd(*args: str) -> subprocess.CompletedProcess:
