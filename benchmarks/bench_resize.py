@@ -45,7 +45,7 @@ def make_inputs(count: int) -> list[bytes]:
 
 
 def ours(data: bytes) -> None:
-    resizer.normalize(data, resizer.FilterConfig(min_sharpness=0, min_colorfulness=-1))
+    resizer.normalize(data, resizer.FilterConfig(min_sharpness=0, min_chroma=-1))
 
 
 def baseline(data: bytes) -> None:

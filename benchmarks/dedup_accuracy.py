@@ -38,7 +38,7 @@ GCOMPRIS_RCC = Path("/usr/share/gcompris-qt/rcc")
 # Bundles of drawings, puzzles or crops of other photos: not distinct originals.
 SKIP_BUNDLES = {"lang", "details", "babyshapes", "gravity"}  # gravity: solar_system planets again
 PERMISSIVE = resizer.FilterConfig(
-    min_contrast=0, min_colorfulness=-1, min_sharpness=0, min_crop_width=1, min_crop_height=1
+    min_contrast=0, min_chroma=-1, min_sharpness=0, min_crop_width=1, min_crop_height=1
 )
 
 

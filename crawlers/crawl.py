@@ -19,6 +19,8 @@ import dataclasses
 import io
 import json
 import logging
+import re
+import sys
 import time
 import uuid
 from typing import Any
@@ -65,6 +67,9 @@ class CrawlSummary:
     incomplete: list[str]  # "class: text: error" of queries that stopped on an error
     duplicates_merged: int
     seconds: float
+    #: Keys found with two different labels (in this crawl, or here and in another
+    #: crawl of this work dir): "url: label, other label (where)"; the first label is kept.
+    label_conflicts: list[str] = dataclasses.field(default_factory=list)
 
     def render_text(self) -> str:
         lines = [
@@ -75,6 +80,12 @@ class CrawlSummary:
             lines.append(f"  dropped {reason}: {count}")
         for name, count in self.per_class.items():
             lines.append(f"  {name}: {count} kept")
+        if self.label_conflicts:
+            lines.append(
+                f"  WARNING {len(self.label_conflicts)} URLs have two different labels (the "
+                "first one is used), e.g.:"
+            )
+            lines += [f"    {item}" for item in self.label_conflicts[:5]]
         for item in self.incomplete:
             lines.append(f"  INCOMPLETE (rerun to resume) {item}")
         return "\n".join(lines)
@@ -95,7 +106,7 @@ def crawl(
     left resumable and reported as incomplete; the other queries still run.
     """
     started = time.monotonic()
-    name = name or source.name
+    name = check_name(name or source.name)
     crawl_dir = epath.Path(work) / "crawl"
     settings = source.settings()
     (crawl_dir / "state" / name).mkdir(parents=True, exist_ok=True)
@@ -104,7 +115,13 @@ def crawl(
         json.dumps({"source": source.name, "settings": settings}, indent=1).encode(),
     )
     query_ids = []
-    bar = tqdm(total=len(queries), desc=f"crawl {name}", unit="query", disable=not progress)
+    # A bar on a terminal; in a log, the summary at the end says it all.
+    bar = tqdm(
+        total=len(queries),
+        desc=f"crawl {name}",
+        unit="query",
+        disable=not progress or not sys.stderr.isatty(),
+    )
     for query in queries:
         query_id = query.query_id(source.name, settings)
         query_ids.append(query_id)
@@ -112,6 +129,19 @@ def crawl(
         bar.update(1)
     bar.close()
     return _write_manifest(crawl_dir, name, query_ids, started)
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_name(name: str) -> str:
+    """A crawl name names files in ``W/crawl``: letters, digits, ``.``, ``_``, ``-`` only."""
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names files in "
+            "W/crawl; no '/' or '..')"
+        )
+    return name
 
 
 def _state_path(crawl_dir: epath.Path, name: str, query_id: str) -> epath.Path:
@@ -142,6 +172,15 @@ def _run_query(
             state.error = str(error)
             log.warning("query %s %r stopped: %s", query.query_class, query.text, error)
             break
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as error:
+            # The source answered JSON of a shape it never documented: stop this query
+            # resumably and say so, rather than die with a traceback.
+            state.error = (
+                f"bad_response: the answer has an unexpected shape "
+                f"({type(error).__name__}: {str(error)[:120]})"
+            )
+            log.warning("query %s %r stopped: %s", query.query_class, query.text, state.error)
+            break
         page_records = page.records
         if max_per_query is not None:
             page_records = page_records[: max(max_per_query - state.records, 0)]
@@ -162,6 +201,7 @@ def _write_manifest(
     rows: dict[str, dict[str, Any]] = {}
     merged = 0
     incomplete = []
+    conflicts = []
     for query_id in query_ids:
         state = json.loads(_state_path(crawl_dir, name, query_id).read_text())
         if state.get("error"):
@@ -174,8 +214,14 @@ def _write_manifest(
                 record = json.loads(line)
                 if record["key"] in rows:
                     merged += 1  # the same photo found by another query or page
+                    first = rows[record["key"]]["query_class"]
+                    if record["query_class"] != first:
+                        conflicts.append(
+                            f"{record['url']}: {first}, {record['query_class']} (in '{name}')"
+                        )
                     continue
                 rows[record["key"]] = record
+    conflicts += _conflicts_with_other_crawls(crawl_dir, name, rows)
     table = records.to_table(list(rows.values()))
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
@@ -195,9 +241,32 @@ def _write_manifest(
         incomplete=[redact(item) for item in incomplete],
         duplicates_merged=merged,
         seconds=time.monotonic() - started,
+        label_conflicts=[redact(item) for item in conflicts],
     )
     write_atomic(
         crawl_dir / f"report-{name}.json",
         json.dumps(dataclasses.asdict(summary), indent=1).encode(),
     )
     return summary
+
+
+def _conflicts_with_other_crawls(
+    crawl_dir: epath.Path, name: str, rows: dict[str, dict[str, Any]]
+) -> list[str]:
+    """Keys this crawl labels differently from another crawl's manifest in the work dir."""
+    found = []
+    for path in sorted(crawl_dir.glob("manifest-*.parquet")):
+        other = path.name[len("manifest-") : -len(".parquet")]
+        if other == name:
+            continue
+        try:
+            table = pq.read_table(io.BytesIO(path.read_bytes()), columns=["key", "query_class"])
+        except Exception:  # a damaged manifest is fetch's to report, with its name
+            continue
+        for key, label in zip(
+            table.column("key").to_pylist(), table.column("query_class").to_pylist(), strict=True
+        ):
+            mine = rows.get(key)
+            if mine is not None and mine["query_class"] != label:
+                found.append(f"{mine['url']}: {mine['query_class']}, {label} (in '{other}')")
+    return found

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
@@ -109,11 +109,19 @@ class ClientConfig:
 class HostRateLimiter:
     """At most one request per ``interval`` seconds per host, across threads."""
 
-    def __init__(self, default_interval: float, intervals: Mapping[str, float] | None = None):
+    def __init__(
+        self,
+        default_interval: float,
+        intervals: Mapping[str, float] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self._default = default_interval
         self._intervals = dict(intervals or {})
         self._next: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._clock, self._sleep = clock, sleep  # injectable: tests run on a fake clock
 
     def interval(self, host: str) -> float:
         return self._intervals.get(host, self._default)
@@ -124,12 +132,12 @@ class HostRateLimiter:
         if interval <= 0:
             return 0.0
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             slot = max(now, self._next.get(host, 0.0))
             self._next[host] = slot + interval
         delay = slot - now
         if delay > 0:
-            time.sleep(delay)
+            self._sleep(delay)
         return max(delay, 0.0)
 
 

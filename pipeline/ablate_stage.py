@@ -33,7 +33,7 @@ def ablate(
     work: str,
     name: str,
     splits: tuple[str, ...] = evaluate_stage.DEFAULT_SPLITS,
-    verbose: int = 2,
+    verbose: int = 0,
     latency_runs: int = 30,
 ) -> dict[str, Any]:
     """Both arms end to end; returns (and writes) the comparison."""

@@ -12,6 +12,9 @@ import os
 from etils import epath
 
 from pipeline import classes
+from pipeline.errors import UserError
+
+ARCHIVE_NAME = "CamSDD.zip"
 
 #: TFDS split name -> folder names accepted for it, official name first.
 SPLIT_FOLDERS: dict[str, tuple[str, ...]] = {
@@ -45,7 +48,7 @@ CamSDD.zip from the project page, https://people.ee.ethz.ch/~ihnatova/camsdd.htm
 and put it (or the CamSDD/ folder extracted from it) in the manual dir."""
 
 
-class CamsddLayoutError(ValueError):
+class CamsddLayoutError(UserError, ValueError):
     """The folder tree is not a usable CamSDD layout; the message says why."""
 
 
@@ -146,6 +149,43 @@ class LayoutScan:
         return "\n".join(lines)
 
 
+def _as_path(path):
+    """epath for any path; a place inside an archive (zipfile.Path) as it is."""
+    import zipfile
+
+    return path if isinstance(path, zipfile.Path) else epath.Path(path)
+
+
+def find_root_or_archive(manual_dir: epath.PathLike):
+    """The CamSDD root in ``manual_dir``, or inside its ``CamSDD.zip`` (read in place).
+
+    What ``camsdd check`` scans: the same trees the build accepts, without extracting
+    or decoding anything. Raises CamsddLayoutError as ``find_camsdd_root`` does.
+    """
+    try:
+        return find_camsdd_root(manual_dir)
+    except CamsddLayoutError:
+        archive = epath.Path(manual_dir) / ARCHIVE_NAME
+        if not archive.exists():
+            raise
+    import zipfile
+
+    try:
+        tree = zipfile.Path(zipfile.ZipFile(archive.open("rb")))  # the listing only
+    except zipfile.BadZipFile as error:
+        raise CamsddLayoutError(f"{archive} is not a readable zip archive ({error})") from None
+    return find_camsdd_root(tree)
+
+
+def check_buildable(scan: LayoutScan) -> None:
+    """Raises CamsddLayoutError when the build would refuse the tree (a split with no image)."""
+    for split_scan in scan.splits.values():
+        if not split_scan.files:
+            raise CamsddLayoutError(
+                f"{scan.root}/{split_scan.folder}/ holds no images.\n\n{LAYOUT_HELP}"
+            )
+
+
 def _split_folders_in(path: epath.Path) -> dict[str, str]:
     """Split name -> folder name, for the split folders directly in ``path``."""
     try:
@@ -176,16 +216,17 @@ def find_camsdd_root(manual_dir: epath.PathLike) -> epath.Path:
         that lacks one of the three splits. The message lists what was found and
         how to get the data.
     """
-    manual_dir = epath.Path(manual_dir)
-    if not manual_dir.exists():
+    manual_dir = _as_path(manual_dir)
+    # An archive's top (zipfile.Path) exists but does not say so.
+    if isinstance(manual_dir, epath.Path) and not manual_dir.exists():
         raise CamsddLayoutError(f"{manual_dir} does not exist.\n\n{LAYOUT_HELP}")
-    if not manual_dir.is_dir():
+    if isinstance(manual_dir, epath.Path) and not manual_dir.is_dir():
         raise CamsddLayoutError(f"{manual_dir} is not a folder.\n\n{LAYOUT_HELP}")
     candidates = []
     if _split_folders_in(manual_dir):
         candidates.append(manual_dir)
     else:
-        for child in sorted(manual_dir.iterdir()):
+        for child in sorted(manual_dir.iterdir(), key=lambda p: p.name):
             if child.name in _JUNK_FOLDERS or child.name.startswith("."):
                 continue
             if child.is_dir() and _split_folders_in(child):
@@ -243,7 +284,7 @@ def _scan_split(root: epath.Path, split: str, folder: str) -> tuple[SplitScan, l
                 # Includes macOS "._name.jpg" resource forks, which are not images.
                 ignored.append((item_rel, "hidden or archiver file"))
             elif _is_image_name(item.name):
-                files.append(LabeledFile(split, folder, entry.name, item.name, os.fspath(item)))
+                files.append(LabeledFile(split, folder, entry.name, item.name, str(item)))
             elif item.is_dir():
                 ignored.append((item_rel + "/", "nested folder inside a class folder"))
             else:
@@ -261,7 +302,7 @@ def scan_camsdd(root: epath.PathLike) -> LayoutScan:
       CamsddLayoutError: a split folder is missing, or there are class folders
         that are not CamSDD classes (all of them are named in the message).
     """
-    root = epath.Path(root)
+    root = _as_path(root)
     split_folders = _split_folders_in(root)
     missing = [s for s in SPLIT_FOLDERS if s not in split_folders]
     if missing:

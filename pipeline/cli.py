@@ -7,10 +7,15 @@ sets ``func``; every stage works in the same ``--work`` directory.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
-from pipeline import (
+from pipeline import quiet
+
+quiet.quiet_environment()  # before anything below can load TensorFlow
+
+from pipeline import (  # noqa: E402
     __version__,
     ablate_stage,
     camsdd_layout,
@@ -24,18 +29,15 @@ from pipeline import (
     quantize_stage,
     train_stage,
 )
+from pipeline.errors import UserError  # noqa: E402
 
 
 def _check(args: argparse.Namespace) -> int:
-    try:
-        root = camsdd_layout.find_camsdd_root(args.root)
-        scan = camsdd_layout.scan_camsdd(root)
-    except camsdd_layout.CamsddLayoutError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    scan = camsdd_layout.scan_camsdd(camsdd_layout.find_root_or_archive(args.root))
     print(scan.summary())
     for warning in scan.count_warnings():
         print(f"  warning: {warning}")
+    camsdd_layout.check_buildable(scan)  # exits 2 where the build would refuse the tree
     return 0
 
 
@@ -49,6 +51,10 @@ def _add_check_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("root", help="CAMSDD_ROOT, or a folder that holds CamSDD/")
     parser.set_defaults(func=_check)
+
+
+#: Commands that load TensorFlow: it is imported first, with its load-time chatter held back.
+TENSORFLOW_COMMANDS = frozenset({"embed", "train", "quantize", "evaluate", "ablate", "demo"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,13 +80,55 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet.quiet_environment()
+    quiet.quiet_python_logs()
     parser = build_parser()
     # Beam stages pass unknown --flags on as pipeline options (--runner, Dataflow's …).
     args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "accepts_beam_options", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.beam_args = extra
-    return args.func(args)
+    try:
+        if args.command in TENSORFLOW_COMMANDS:
+            quiet.import_tensorflow_quietly()
+        return args.func(args)
+    except BaseException as raised:  # noqa: BLE001  (sorted below; the rest re-raised)
+        code = _exit_code(raised, args.command)
+        if code is None:
+            raise
+        return code
+
+
+def _exit_code(raised: BaseException, command: str) -> int | None:
+    """The exit code for a user's mistake or interrupt (one line said); None: a bug."""
+    # Beam re-raises what a transform raised inside its own exception: look through it.
+    chain, seen = [raised], raised
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__
+        chain.append(seen)
+    if any(isinstance(e, KeyboardInterrupt) for e in chain) or (
+        isinstance(raised, RuntimeError) and "KeyboardInterrupt [while running" in str(raised)
+    ):
+        print(
+            f"interrupted: camsdd {command} stopped; earlier results are unchanged",
+            file=sys.stderr,
+        )
+        return 130
+    if any(isinstance(e, BrokenPipeError) for e in chain):
+        # Output piped into a reader that has left (`| head`): nothing more to say.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    user = next((e for e in chain if isinstance(e, UserError)), None)
+    if user is None and isinstance(raised, (FileNotFoundError, NotADirectoryError, ValueError)):
+        user = raised
+    if user is not None:
+        print(f"error: {user}", file=sys.stderr)
+        return 2
+    if isinstance(raised, OSError):  # an unwritable work dir, a full disk: name the file
+        where = f" ({raised.filename})" if raised.filename else ""
+        print(f"error: {raised.strerror or raised}{where}", file=sys.stderr)
+        return 2
+    return None
 
 
 if __name__ == "__main__":

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
 from crawlers import base, commons, crawl, flickr, http, lists, openverse
+from pipeline import workdir
 
 SOURCES = ("flickr", "commons", "openverse", "urls", "folder")
 
@@ -140,7 +140,6 @@ def make_source(args: argparse.Namespace) -> base.Source:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         source = make_source(args)
         if args.source in ("urls", "folder"):
@@ -153,16 +152,19 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError, flickr.MissingApiKeyError) as error:
         print(f"error: {http.redact(str(error))}", file=sys.stderr)
         return 2
+    work = workdir.absolute(args.work)
     try:
-        summary = crawl.crawl(
-            source,
-            queries,
-            args.work,
-            name=args.name,
-            max_per_query=args.max_per_query,
-            progress=not args.no_progress,
-        )
-    except (ValueError, OSError) as error:
+        name = crawl.check_name(args.name or source.name)
+        with workdir.stage_lock(work, "crawl", name):
+            summary = crawl.crawl(
+                source,
+                queries,
+                work,
+                name=name,
+                max_per_query=args.max_per_query,
+                progress=not args.no_progress,
+            )
+    except (ValueError, OSError, workdir.WorkDirError) as error:
         print(f"error: {http.redact(str(error))}", file=sys.stderr)
         return 2
     finally:

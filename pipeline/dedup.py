@@ -15,7 +15,7 @@ Decisions, for each candidate that fetch kept:
   with ``leak:test``, ``leak:validation`` or ``duplicate_of_train`` (the worst split
   wins: test, then validation, then train);
 * else, within its cluster (connected components of candidate matches) one is kept,
-  the highest original resolution, then the most permissive license; the others are
+  the most photo inside any letterbox, then the most permissive license; the others are
   dropped with ``duplicate_of:<kept key>``;
 * else it is kept.
 """
@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from PIL import ImageOps
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -179,9 +180,18 @@ def license_rank(license_name: str | None) -> int:
 
 
 def keeper_order(row: dict[str, Any]) -> tuple:
-    """Sort key: the first candidate of a cluster is the one kept."""
-    area = (row.get("width") or 0) * (row.get("height") or 0)
-    return (-area, license_rank(row.get("license")), row["key"])
+    """Sort key: the first candidate of a cluster is the one kept.
+
+    The most photo first: the area inside any letterbox (a padded copy is no bigger
+    than its original), then the least padding, then the most permissive license.
+    """
+    width, height = row.get("width") or 0, row.get("height") or 0
+    content = (row.get("content_width") or width) * (row.get("content_height") or height)
+    padding = 1 - content / (width * height) if width and height else 1.0
+    # In steps of 16 px of the content's side: a box found a pixel larger in a padded
+    # copy is the same photo, and then the one with the least padding wins.
+    size = round(content**0.5 / 16)
+    return (-size, round(padding, 2), license_rank(row.get("license")), row["key"])
 
 
 def _worst(matches: Iterable[tuple[str, Match]]) -> tuple[str, Match] | None:
@@ -268,6 +278,9 @@ def member_link(row: dict[str, Any], other: dict[str, Any]) -> Match:
 def reference_record(split: str, key: str, data: bytes) -> dict[str, Any]:
     """Hashes of one labeled image, as the fetch stage hashes a candidate.
 
+    Adds ``phash_mirror``, the pHash of the mirrored image: a mirrored copy of a labeled
+    image matches it (one more DCT per labeled image, none per candidate).
+
     Raises images.InvalidImageError when the file is not a usable image.
     """
     rgb = images.to_rgb(images.open_image(data))
@@ -278,4 +291,25 @@ def reference_record(split: str, key: str, data: bytes) -> dict[str, Any]:
         "sha256": hashlib.sha256(data).hexdigest(),
         "phash": resizer.phash64(fitted),
         "phash_frame": resizer.frame_phash64(rgb),
+        "phash_mirror": resizer.phash64(ImageOps.mirror(fitted)),
     }
+
+
+def reference_codes(records: Sequence[dict[str, Any]]) -> np.ndarray:
+    """(n, 3) codes of labeled images: pHash, frame pHash, pHash of the mirror image."""
+    codes = code_matrix([r["phash"] for r in records], [r.get("phash_frame") for r in records])
+    mirror = np.array(
+        [
+            int(r.get("phash_mirror") if r.get("phash_mirror") is not None else r["phash"])
+            for r in records
+        ],
+        dtype=np.uint64,
+    )
+    return np.concatenate([codes, mirror.reshape(-1, 1)], axis=1)
+
+
+def probe_codes(rows: Sequence[dict[str, Any]]) -> np.ndarray:
+    """(n, 3) codes of candidates against ``reference_codes``: the plain pHash probes the
+    mirror column, so a mirrored copy is found without hashing every candidate twice."""
+    codes = code_matrix([r["phash"] for r in rows], [r.get("phash_frame") for r in rows])
+    return np.concatenate([codes, codes[:, :1]], axis=1)

@@ -10,7 +10,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageDraw
 
-from pipeline import camsdd_layout, classes, dedup
+from pipeline import camsdd_layout, classes, dedup, workdir
 
 MAX_CLUSTERS_LISTED = 200
 THUMB = (144, 96)
@@ -208,8 +208,13 @@ def _thumb(path: str | None) -> Image.Image:
     return canvas
 
 
-def contact_sheet(report: dict[str, Any], reference_paths: dict[str, str], out_path: str) -> str:
-    """A PNG: one row per leak (candidate | labeled image), then one row per cluster."""
+def contact_sheet(
+    report: dict[str, Any], reference_paths: dict[str, str], out_path: str, work: str
+) -> str:
+    """A PNG: one row per leak (candidate | labeled image), then one row per cluster.
+
+    Candidate image paths are relative to the work dir ``work``.
+    """
     rows: list[tuple[str, list[tuple[str | None, str]]]] = []
     for leak in report["leaks"]:
         if leak["match_kind"] == "cluster":
@@ -218,7 +223,7 @@ def contact_sheet(report: dict[str, Any], reference_paths: dict[str, str], out_p
             (
                 f"{leak['reason']} ({leak['match_kind']} {leak['match_distance']:g})",
                 [
-                    (leak["image_path"], leak["key"]),
+                    (workdir.resolve(work, leak["image_path"]), leak["key"]),
                     (reference_paths.get(leak["match_key"]), leak["match_key"]),
                 ],
             )
@@ -228,7 +233,10 @@ def contact_sheet(report: dict[str, Any], reference_paths: dict[str, str], out_p
             (
                 f"cluster of {cluster['size']}",
                 [
-                    (m["image_path"], m["key"] + (" (kept)" if m["status"] == "kept" else ""))
+                    (
+                        workdir.resolve(work, m["image_path"]),
+                        m["key"] + (" (kept)" if m["status"] == "kept" else ""),
+                    )
                     for m in cluster["members"][:6]
                 ],
             )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -43,6 +42,7 @@ from pipeline import (
     images,
     manifest,
     teacher,
+    workdir,
 )
 
 NAMESPACE = "camsdd.dedup"
@@ -98,9 +98,7 @@ class MatchReferenceDoFn(beam.DoFn):
 
     def _build(self, reference: list[dict[str, Any]], ref_vectors: dict[str, Any]) -> None:
         self._refs = reference
-        self._codes = dedup.code_matrix(
-            [r["phash"] for r in reference], [r["phash_frame"] for r in reference]
-        )
+        self._codes = dedup.reference_codes(reference)
         self._sha = {r["sha256"]: i for i, r in enumerate(reference)}
         self._vector_refs = [r for r in reference if r["key"] in ref_vectors]
         self._vectors = (
@@ -125,10 +123,7 @@ class MatchReferenceDoFn(beam.DoFn):
                 if row.get(column) in self._sha:
                     add(row, self._refs[self._sha[row[column]]], "sha256", 0)
         if len(self._refs):
-            codes = dedup.code_matrix(
-                [r["phash"] for r in batch], [r.get("phash_frame") for r in batch]
-            )
-            hits = dedup.hash_matches(codes, self._codes, self.config.radius)
+            hits = dedup.hash_matches(dedup.probe_codes(batch), self._codes, self.config.radius)
             for left, right, distance in zip(hits.left, hits.right, hits.distance, strict=True):
                 add(batch[left], self._refs[right], "phash", distance)
         if self._vectors is not None and self.config.embeddings:
@@ -362,6 +357,18 @@ def run_dedup(
 
     Teacher embeddings are used when ``camsdd embed`` cached them for ``spec``.
     """
+    work = workdir.absolute(work)
+    with workdir.stage_run(work, STAGE):
+        return _run_dedup(work, reference_root, config, beam_args, spec)
+
+
+def _run_dedup(
+    work: str,
+    reference_root: str | None,
+    config: dedup.DedupConfig,
+    beam_args: Sequence[str],
+    spec: teacher.TeacherSpec,
+) -> dict[str, Any]:
     started = time.monotonic()
     latest_fetch = manifest.latest_run(work, "fetch")
     if latest_fetch is None:
@@ -369,6 +376,7 @@ def run_dedup(
             f"no fetch manifest in {manifest.stage_dir(work, 'fetch')}: run "
             f"`camsdd fetch --work {work}` first"
         )
+    manifest.check_readable(latest_fetch[1], "rerun `camsdd fetch` to rewrite it")
     reference = reference_files(reference_root) if reference_root else []
     vector_paths = embeddings.cached_paths(work, spec) if config.embeddings else []
     run_id = manifest.new_run_id()
@@ -392,7 +400,15 @@ def run_dedup(
     report = dedup_report.build(
         table,
         counters=counters,
-        reference=dedup_report.reference_summary(reference, _read_invalid(work, run_id)),
+        reference=dedup_report.reference_summary(
+            reference,
+            manifest.read_lines(
+                FileSystems.join(
+                    manifest.stage_dir(work, STAGE), f"reference_unreadable-{run_id}*"
+                ),
+                delete=True,
+            ),
+        ),
         config=dataclasses.asdict(config),
         embeddings_model=spec.model_id if vector_paths else None,
         seconds=time.monotonic() - started,
@@ -405,22 +421,12 @@ def run_dedup(
             report,
             {f.key: f.path for f in reference},
             FileSystems.join(manifest.stage_dir(work, STAGE), "contact_sheet.png"),
+            work,
         )
     report["report_files"] = list(
         manifest.write_report(work, STAGE, report, dedup_report.render_markdown(report))
     )
     return report
-
-
-def _read_invalid(work: str, run_id: str) -> list[str]:
-    pattern = FileSystems.join(manifest.stage_dir(work, STAGE), f"reference_unreadable-{run_id}*")
-    lines = []
-    for result in FileSystems.match([pattern]):
-        for metadata in result.metadata_list:
-            with FileSystems.open(metadata.path) as handle:
-                lines += [line for line in handle.read().decode().splitlines() if line]
-            FileSystems.delete([metadata.path])
-    return lines
 
 
 # ---------------------------------------------------------------- command line
@@ -438,7 +444,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "within --radius bits, or a teacher-embedding cosine >= --min-cosine) is dropped "
         "as leak:test, leak:validation or duplicate_of_train, and so are the other "
         "members of its duplicate cluster. Within the candidates, each cluster keeps "
-        "the highest-resolution image (then the most permissive license); the others "
+        "the largest photo inside any letterbox (then the most permissive license); the others "
         "are dropped as duplicate_of:<kept key>.",
         epilog="Embeddings are used when `camsdd embed --work W` has cached them. Any other "
         "--flag is a Beam pipeline option (--runner DataflowRunner …, --direct_num_workers).",
@@ -470,13 +476,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = dedup.DedupConfig(
-            radius=args.radius, min_cosine=args.min_cosine, embeddings=not args.no_embeddings
-        )
-        report = run_dedup(args.work, args.reference, config, getattr(args, "beam_args", []))
-    except (FileNotFoundError, ValueError, camsdd_layout.CamsddLayoutError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = dedup.DedupConfig(
+        radius=args.radius, min_cosine=args.min_cosine, embeddings=not args.no_embeddings
+    )
+    report = run_dedup(args.work, args.reference, config, getattr(args, "beam_args", []))
     print(dedup_report.render_text(report))
     return manifest.print_locations(report)

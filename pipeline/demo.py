@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from etils import epath
 
-from pipeline import beam_options, camsdd_layout, classes, pseudolabel_eval, student
+from pipeline import beam_options, camsdd_layout, classes, pseudolabel_eval, quiet, student
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR, DEMO_DIR
 
 STEPS = 9
@@ -310,14 +310,18 @@ def run(args: argparse.Namespace) -> int:
     extra = os.fspath(epath.Path(args.work) / "pseudolabel")
     # What a user would type:
     print(f"$ CAMSDD_EXTRA_MANIFEST={extra} tfds " + " ".join(command[3:]), flush=True)
-    env = {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ, "CAMSDD_EXTRA_MANIFEST": extra}
-    result = subprocess.run(command, env=env, stdout=subprocess.DEVNULL)
-    if result.returncode:
+    env = {**os.environ, "CAMSDD_EXTRA_MANIFEST": extra}
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    ) as child:
+        for line in quiet.people_lines(child.stderr):
+            sys.stderr.write(line)
+    if child.returncode:
         print(
-            f"error: tfds build failed (exit {result.returncode}); see its messages above.",
+            f"error: tfds build failed (exit {child.returncode}); see its messages above.",
             file=sys.stderr,
         )
-        return result.returncode
+        return child.returncode
 
     _step(f"8/{STEPS} Load it back: tfds.load('camsdd/official', ...), 'camsdd/pseudo'")
     import tensorflow_datasets as tfds

@@ -22,6 +22,7 @@ import urllib.parse
 import requests
 
 from crawlers.http import HttpError, PoliteClient
+from pipeline import images
 from pipeline.errors import RecordError
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -80,15 +81,6 @@ def sniff_other_image(head: bytes) -> str | None:
     if head[4:8] == b"ftyp":
         return _ISO_BRANDS.get(head[8:12])
     return None
-
-
-def describe_bytes(head: bytes) -> str:
-    text = head[:64].lstrip().lower()
-    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
-        return "an HTML/XML page"
-    if text.startswith((b"{", b"[")):
-        return "JSON"
-    return f"unknown bytes starting {head[:12]!r}"
 
 
 def _is_public(address: str) -> bool:
@@ -165,6 +157,20 @@ def download(
     raise DownloadError("too_many_redirects", f"over {max_redirects} redirects from {url:.100}")
 
 
+def _partial_bytes(error: BaseException) -> int:
+    """Bytes of the body read before it broke (urllib3's IncompleteRead.partial)."""
+    seen: list[BaseException] = [error]
+    while seen:
+        current = seen.pop()
+        partial = getattr(current, "partial", None)
+        if isinstance(partial, int):
+            return partial
+        seen += [a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]
+        if current.__cause__ is not None:
+            seen.append(current.__cause__)
+    return 0
+
+
 def _read_body(response: requests.Response, url: str, max_bytes: int, redirects: int) -> Downloaded:
     if response.status_code >= 400:
         raise DownloadError(
@@ -184,11 +190,12 @@ def _read_body(response: requests.Response, url: str, max_bytes: int, redirects:
             if size > max_bytes:
                 raise DownloadError("too_big", f"body over {max_bytes:,} bytes")
             chunks.append(chunk)
-    except requests.exceptions.ConnectionError as error:
-        reason = "timeout" if "timed out" in str(error).lower() else "truncated"
-        raise DownloadError(reason, f"after {size:,} bytes: {error}") from None
-    except requests.exceptions.ChunkedEncodingError as error:
-        raise DownloadError("truncated", f"after {size:,} bytes: {error}") from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
+        if "timed out" in str(error).lower():
+            raise DownloadError("timeout", f"after {size:,} bytes: {error}") from None
+        got = max(size, _partial_bytes(error))  # urllib3 counts every byte of the body
+        of = f" of {int(announced):,}" if announced and announced.isdigit() else ""
+        raise DownloadError("truncated", f"{got:,}{of} bytes, then the connection closed") from None
     except requests.exceptions.Timeout as error:
         raise DownloadError("timeout", f"after {size:,} bytes: {error}") from None
     data = b"".join(chunks)
@@ -205,6 +212,6 @@ def _read_body(response: requests.Response, url: str, max_bytes: int, redirects:
         )
     if sniffed is None:
         raise DownloadError(
-            "not_an_image", f"{describe_bytes(data)} (Content-Type: {content_type})"
+            "not_an_image", f"{images.describe_bytes(data)} (Content-Type: {content_type})"
         )
     return Downloaded(data, url, content_type, sniffed, redirects)

@@ -21,7 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from PIL import Image
 
-from pipeline import dedup, images, manifest, teacher
+from pipeline import dedup, images, manifest, teacher, workdir
 
 STAGE = "embed"
 SCHEMA = pa.schema([("sha256", pa.string()), ("vector", pa.list_(pa.float32()))])
@@ -36,7 +36,7 @@ def model_dir(work: str, spec: teacher.TeacherSpec) -> str:
 
 def cached_paths(work: str, spec: teacher.TeacherSpec) -> list[str]:
     pattern = FileSystems.join(model_dir(work, spec), "vectors-*.parquet")
-    return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    return workdir.match(pattern)
 
 
 def read_cache(paths: Sequence[str], columns: list[str] | None = None) -> pa.Table:

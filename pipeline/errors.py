@@ -1,4 +1,11 @@
-"""The one exception shape every stage records: a short reason code and a detail."""
+"""The two error shapes of this project.
+
+* ``RecordError``: one record cannot go on, for a stated reason. Stages catch it, record
+  ``reason`` in the manifest and move on; a pipeline never dies on one bad record.
+* ``UserError``: the command cannot run as asked (a bad option, a missing or damaged
+  input, a locked work dir). The ``camsdd`` command prints its message as one line and
+  exits 2, with no traceback, before anything is overwritten.
+"""
 
 from __future__ import annotations
 
@@ -14,3 +21,7 @@ class RecordError(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+class UserError(Exception):
+    """A command that cannot run as asked; the message names the file or option."""

@@ -16,7 +16,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from crawlers.http import ClientConfig, PoliteClient, redact
-from pipeline import download, resizer
+from pipeline import download, resizer, workdir
 from pipeline.errors import RecordError
 
 KEPT, DROPPED = "kept", "dropped"
@@ -54,12 +54,15 @@ SCHEMA = pa.schema(
         ("mode", pa.string()),
         ("width", pa.int64()),
         ("height", pa.int64()),
+        ("content_width", pa.int64()),  # the photo inside any letterbox bars or fill
+        ("content_height", pa.int64()),
         ("sha256", pa.string()),
         ("source_sha256", pa.string()),
         ("phash", pa.uint64()),
         ("phash_frame", pa.uint64()),
         ("image_path", pa.string()),
         ("colorfulness", pa.float64()),
+        ("chroma", pa.float64()),
         ("contrast", pa.float64()),
         ("sharpness", pa.float64()),
         ("seconds", pa.float64()),
@@ -98,16 +101,20 @@ class FetchSettings:
         return config
 
 
-def image_path(work: str, sha256: str) -> str:
-    """Content-addressed: ``W/fetch/images/ab/<sha256>.jpg``."""
-    return FileSystems.join(work, "fetch", "images", sha256[:2], f"{sha256}.jpg")
+def image_path(sha256: str) -> str:
+    """Content-addressed, relative to the work dir: ``fetch/images/ab/<sha256>.jpg``."""
+    return f"fetch/images/{sha256[:2]}/{sha256}.jpg"
 
 
 def store_image(work: str, sha256: str, jpeg: bytes) -> str:
-    """Writes ``jpeg`` once under its hash (temporary name, then rename); idempotent."""
-    path = image_path(work, sha256)
+    """Writes ``jpeg`` once under its hash (temporary name, then rename); idempotent.
+
+    Returns the path relative to ``work``, as manifests record it.
+    """
+    relative = image_path(sha256)
+    path = FileSystems.join(work, relative)
     if FileSystems.exists(path):
-        return path
+        return relative
     directory = path.rsplit("/", 1)[0]
     temporary = FileSystems.join(directory, f".{sha256}.tmp-{uuid.uuid4().hex[:8]}")
     with FileSystems.create(temporary) as handle:
@@ -119,7 +126,7 @@ def store_image(work: str, sha256: str, jpeg: bytes) -> str:
         if not FileSystems.exists(path):
             raise
         FileSystems.delete([temporary])
-    return path
+    return relative
 
 
 def read_local(path: str, max_bytes: int) -> bytes:
@@ -168,25 +175,15 @@ def fetch_candidate(
             data = got.data
             row["final_url"], row["content_type"] = got.final_url, got.content_type
         row["bytes"] = len(data)
-        image = resizer.normalize(data, settings.filters, record.get("query_class"))
-        row.update(
-            format=image.format,
-            mode=image.mode,
-            width=image.width,
-            height=image.height,
-            sha256=image.sha256,
-            source_sha256=image.source_sha256,
-            phash=image.phash,
-            phash_frame=image.phash_frame,
-            **image.metrics,
-        )
-        row["image_path"] = store_image(settings.work, image.sha256, image.jpeg)
+        _store(row, resizer.normalize(data, settings.filters, record.get("query_class")), settings)
         row["status"] = KEPT
     except RecordError as error:  # download, decode or filter: the record's reason
         row["status"], row["reason"] = DROPPED, error.reason
         row["error"] = redact(str(error))[:500]
-        for name, value in getattr(error, "metrics", {}).items():
+        for name, value in getattr(error, "fields", {}).items():
             row[name] = value
+        if getattr(error, "image", None) is not None:
+            _store(row, error.image, settings)  # a looser filter on a rerun needs no download
     except Exception as error:  # a bug or an IO failure: recorded, the run goes on
         row["status"], row["reason"] = DROPPED, "internal_error"
         row["error"] = redact(f"{type(error).__name__}: {error}")[:500]
@@ -194,11 +191,64 @@ def fetch_candidate(
     return row
 
 
-def reusable(previous: dict[str, Any], retry_transient: bool = True) -> bool:
-    """Whether a previous run's row stands (so the key is not fetched again)."""
-    if previous.get("status") == KEPT:
-        path = previous.get("image_path")
-        return bool(path) and FileSystems.exists(path)
-    if previous.get("status") == DROPPED:
-        return not (retry_transient and previous.get("reason") in TRANSIENT_REASONS)
-    return False
+def _store(row: dict[str, Any], image: resizer.NormalizedImage, settings: FetchSettings) -> None:
+    row.update(
+        format=image.format,
+        mode=image.mode,
+        width=image.width,
+        height=image.height,
+        content_width=image.content_width,
+        content_height=image.content_height,
+        sha256=image.sha256,
+        source_sha256=image.source_sha256,
+        phash=image.phash,
+        phash_frame=image.phash_frame,
+        **image.metrics,
+    )
+    row["image_path"] = store_image(settings.work, image.sha256, image.jpeg)
+
+
+def _stored(work: str, row: dict[str, Any]) -> bool:
+    path = workdir.resolve(work, row.get("image_path"))
+    return bool(path) and FileSystems.exists(path)
+
+
+def reuse(
+    previous: dict[str, Any],
+    record: dict[str, Any],
+    settings: FetchSettings,
+    retry_transient: bool = True,
+) -> dict[str, Any] | None:
+    """The previous run's row for ``record`` under today's settings, or None: fetch it.
+
+    Provenance comes from today's crawl record (an edited label is picked up). Filter
+    decisions are taken again from the stored measurements, so changed thresholds
+    apply without a download; an image that now passes but was dropped before it was
+    stored (a geometry filter) is fetched again.
+    """
+    status, reason = previous.get("status"), previous.get("reason")
+    row = {name: previous.get(name) for name in SCHEMA.names}
+    row.update({name: record.get(name) for name in CRAWL_COLUMNS})
+    if status == KEPT or reason in resizer.FILTER_REASONS:
+        if previous.get("width") is None or previous.get("height") is None:
+            return None
+        metrics = None
+        if previous.get("chroma") is not None:
+            metrics = {name: previous[name] for name in resizer.METRIC_NAMES}
+        verdict = resizer.decide_again(
+            previous["width"],
+            previous["height"],
+            metrics,
+            settings.filters,
+            record.get("query_class"),
+        )
+        if verdict is None:
+            if metrics is None or not _stored(settings.work, previous):
+                return None
+            row.update(status=KEPT, reason=None, error=None)
+            return row
+        row.update(status=DROPPED, reason=verdict.reason, error=str(verdict)[:500])
+        return row
+    if status == DROPPED and not (retry_transient and reason in TRANSIENT_REASONS):
+        return row
+    return None

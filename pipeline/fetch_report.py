@@ -14,9 +14,9 @@ TOP_ERRORS = 10
 
 
 def _error_pattern(message: str) -> str:
-    # Group messages that differ only in numbers or quoted parts.
-    message = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", message)
-    return re.sub(r"\d[\d,.]*", "N", message)[:160]
+    # Group messages that differ only in quoted parts (URLs, names); numbers stay: they
+    # are what a reader needs (which status, how many bytes, which limit).
+    return re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", message)[:160]
 
 
 def build(
@@ -79,7 +79,25 @@ def render_text(report: dict[str, Any]) -> str:
     if report["top_errors"]:
         lines.append("  top errors:")
         lines += [f"    {count:>5} x {message}" for message, count in report["top_errors"]]
+    conflicts = report.get("beam_counters", {}).get("label_conflicts", 0)
+    if conflicts:
+        lines.append(
+            f"  WARNING {conflicts} candidates appear in several crawls with different labels; "
+            "the alphabetically first label is used (see the crawl summaries)"
+        )
+    if report.get("settings"):
+        lines.append("  settings: " + settings_line(report["settings"]))
     return "\n".join(lines)
+
+
+def settings_line(settings: dict[str, Any]) -> str:
+    """The options that decide outcomes, on one line (recorded with every run)."""
+    filters = settings.get("filters", {})
+    shown = {k: v for k, v in filters.items() if not isinstance(v, (list, tuple))}
+    return ", ".join(
+        [f"{k}={settings[k]}" for k in ("max_bytes", "threads", "retry_transient") if k in settings]
+        + [f"{k}={v}" for k, v in shown.items()]
+    )
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -109,6 +127,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | {counts.get('kept', 0)} | {sum(dropped.values())} | {reasons} |")
     lines += ["", "## Top errors", ""]
     lines += [f"- {count} × `{message}`" for message, count in report["top_errors"]]
+    if report.get("settings"):
+        lines += ["", "## Settings", "", settings_line(report["settings"])]
     return "\n".join(lines) + "\n"
 
 

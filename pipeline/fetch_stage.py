@@ -30,9 +30,12 @@ from apache_beam.metrics.metric import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from crawlers.http import PoliteClient
-from pipeline import beam_options, download, fetch, fetch_report, manifest, resizer
+from pipeline import beam_options, download, fetch, fetch_report, manifest, resizer, workdir
+from pipeline.argtypes import positive_int
 
 NAMESPACE = "camsdd.fetch"
+STAGE = "fetch"
+KEPT = fetch.KEPT
 
 
 class DecideDoFn(beam.DoFn):
@@ -40,22 +43,35 @@ class DecideDoFn(beam.DoFn):
 
     FETCH = "fetch"
 
-    def __init__(self, retry_transient: bool):
+    def __init__(self, settings: fetch.FetchSettings, retry_transient: bool):
+        self.settings = settings
         self.retry_transient = retry_transient
         self.inputs = Metrics.counter(NAMESPACE, "inputs")
         self.reused = Metrics.counter(NAMESPACE, "reused")
+        self.conflicts = Metrics.counter(NAMESPACE, "label_conflicts")
 
     def process(self, element: tuple[str, dict[str, list[dict[str, Any]]]]):
         _key, grouped = element
-        candidates, previous = grouped["candidate"], grouped["previous"]
-        if not candidates:
-            return  # no longer in the crawl: its old row goes away
+        # A key no longer in the crawl has no candidate: its old row goes away.
+        if grouped["candidate"]:
+            yield self._decide(grouped["candidate"], grouped["previous"])
+
+    def _decide(self, candidates: list[dict[str, Any]], previous: list[dict[str, Any]]):
         self.inputs.inc()
-        if previous and fetch.reusable(previous[0], self.retry_transient):
-            self.reused.inc()
-            yield {name: previous[0].get(name) for name in fetch.SCHEMA.names}
-        else:
-            yield beam.pvalue.TaggedOutput(self.FETCH, candidates[0])
+        # The same URL in two crawls (two lists, say) with two labels: counted and
+        # reported; the alphabetically first label is used, the same on every run.
+        candidates = sorted(candidates, key=lambda r: (r.get("query_class") or "", str(r)))
+        if len({r.get("query_class") for r in candidates}) > 1:
+            self.conflicts.inc()
+        row = (
+            fetch.reuse(previous[0], candidates[0], self.settings, self.retry_transient)
+            if previous
+            else None
+        )
+        if row is None:
+            return beam.pvalue.TaggedOutput(self.FETCH, candidates[0])
+        self.reused.inc()
+        return row
 
 
 class FetchBatchDoFn(beam.DoFn):
@@ -85,7 +101,7 @@ class FetchBatchDoFn(beam.DoFn):
 
 
 def _count(row: dict[str, Any]) -> dict[str, Any]:
-    name = "kept" if row["status"] == fetch.KEPT else f"dropped:{row['reason']}"
+    name = KEPT if row["status"] == KEPT else f"dropped:{row['reason']}"
     Metrics.counter(NAMESPACE, name).inc()
     return row
 
@@ -93,31 +109,32 @@ def _count(row: dict[str, Any]) -> dict[str, Any]:
 def build_pipeline(
     pipeline: beam.Pipeline,
     settings: fetch.FetchSettings,
-    crawl_pattern: str,
-    previous_pattern: str | None,
+    crawl_paths: list[str],
+    previous_paths: list[str],
     *,
     threads: int = 16,
     retry_transient: bool = True,
 ) -> None:
     candidates = (
         pipeline
-        | "ReadCrawl" >> beam.io.ReadFromParquet(crawl_pattern)
-        | "CrawlKept" >> beam.Filter(lambda r: r["status"] == "kept")
+        | "CrawlManifests" >> beam.Create(crawl_paths)
+        | "ReadCrawl" >> beam.io.ReadAllFromParquet()
+        | "CrawlKept" >> beam.Filter(lambda r: r["status"] == KEPT)
         | "KeyCandidates" >> beam.Map(lambda r: (r["key"], r))
     )
-    if previous_pattern:
-        previous = (
-            pipeline
-            | "ReadPrevious" >> beam.io.ReadFromParquet(previous_pattern)
-            | "KeyPrevious" >> beam.Map(lambda r: (r["key"], r))
-        )
-    else:
-        previous = pipeline | "NoPrevious" >> beam.Create([])
+    previous = (
+        pipeline
+        | "PreviousManifests" >> beam.Create(previous_paths)
+        | "ReadPrevious" >> beam.io.ReadAllFromParquet()
+        | "KeyPrevious" >> beam.Map(lambda r: (r["key"], r))
+    )
     decided = (
         {"candidate": candidates, "previous": previous}
         | "JoinOnKey" >> beam.CoGroupByKey()
         | "Decide"
-        >> beam.ParDo(DecideDoFn(retry_transient)).with_outputs(DecideDoFn.FETCH, main="reused")
+        >> beam.ParDo(DecideDoFn(settings, retry_transient)).with_outputs(
+            DecideDoFn.FETCH, main="reused"
+        )
     )
     fetched = (
         decided[DecideDoFn.FETCH]
@@ -147,18 +164,31 @@ def run_fetch(
     crawl_pattern: str | None = None,
 ) -> dict[str, Any]:
     """Runs the pipeline to the end, swaps in the new manifest, writes the report."""
+    settings = dataclasses.replace(settings, work=workdir.absolute(settings.work))
+    with workdir.stage_run(settings.work, STAGE):
+        return _run_fetch(settings, beam_args, threads, retry_transient, crawl_pattern)
+
+
+def _run_fetch(
+    settings: fetch.FetchSettings,
+    beam_args: Sequence[str],
+    threads: int,
+    retry_transient: bool,
+    crawl_pattern: str | None,
+) -> dict[str, Any]:
     started = time.monotonic()
     crawl_pattern = crawl_pattern or FileSystems.join(settings.work, "crawl", "manifest-*.parquet")
-    if not any(r.metadata_list for r in FileSystems.match([crawl_pattern])):
+    crawl_paths = workdir.match(crawl_pattern)
+    if not crawl_paths:
         raise FileNotFoundError(
             f"no crawl manifest matches {crawl_pattern}: run `camsdd crawl --work "
             f"{settings.work} …` first"
         )
-    previous = manifest.latest_run(settings.work, "fetch")
-    previous_pattern = (
-        manifest.manifest_prefix(settings.work, "fetch", previous[0]) + "-*.parquet"
-        if previous
-        else None
+    manifest.check_readable(crawl_paths, "rerun `camsdd crawl` with that --name to rewrite it")
+    previous = manifest.latest_run(settings.work, STAGE)
+    previous_paths = previous[1] if previous else []
+    manifest.check_readable(
+        previous_paths, "delete it to fetch everything again (the image store is kept)"
     )
     settings = dataclasses.replace(settings, run_id=manifest.new_run_id())
     options = PipelineOptions(beam_options.with_local_runner(list(beam_args)))
@@ -166,18 +196,18 @@ def run_fetch(
         build_pipeline(
             pipeline,
             settings,
-            crawl_pattern,
-            previous_pattern,
+            crawl_paths,
+            previous_paths,
             threads=threads,
             retry_transient=retry_transient,
         )
     result = pipeline.result
     counters = beam_options.counters(result, NAMESPACE)
-    latest = manifest.latest_run(settings.work, "fetch")
+    latest = manifest.latest_run(settings.work, STAGE)
     if latest is None or latest[0] != settings.run_id:
         raise RuntimeError(f"the fetch run {settings.run_id} wrote no complete manifest")
     table = manifest.read_table(latest[1])
-    manifest.delete_other_runs(settings.work, "fetch", settings.run_id)
+    manifest.delete_other_runs(settings.work, STAGE, settings.run_id)
     report = fetch_report.build(
         table,
         inputs=counters.get("inputs", 0),
@@ -186,6 +216,8 @@ def run_fetch(
         counters=counters,
         run_id=settings.run_id,
     )
+    report["settings"] = {**dataclasses.asdict(settings), "threads": threads}
+    report["settings"]["retry_transient"] = retry_transient
     report["manifest"] = latest[1]
     report["report_files"] = list(fetch_report.write(settings.work, report))
     return report
@@ -200,10 +232,10 @@ FILTER_FLAGS = (
     ("min_crop_height", int, "drop (too_small) if the 3:2 crop is lower"),
     ("max_aspect", float, "drop (extreme_aspect) beyond this long:short ratio"),
     (
-        "min_colorfulness",
+        "min_chroma",
         float,
-        "drop (grayscale) at or under this mean channel difference; not for text "
-        "documents and QR codes",
+        "drop (grayscale) under this chroma (99th percentile of the distance from gray, "
+        "0-128); not for text documents and QR codes",
     ),
     ("min_contrast", float, "drop (near_uniform) under this luminance std"),
     (
@@ -237,7 +269,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="allow URLs on loopback/private/link-local addresses (tests, the demo, an "
         "intranet mirror); refused by default",
     )
-    parser.add_argument("--threads", type=int, default=16, help="concurrent downloads per worker")
+    parser.add_argument(
+        "--threads", type=positive_int, default=16, help="concurrent downloads per worker"
+    )
     parser.add_argument(
         "--max-megabytes",
         type=float,

@@ -54,10 +54,10 @@ def open_header(data: bytes, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as error:
         raise InvalidImageError("too_large", str(error)) from error
     except Exception as error:  # PIL raises many types for unknown bytes.
-        start = data[:16]
+        # Never quote the bytes: a folder source may point at any file on the machine.
         raise InvalidImageError(
             "not_an_image",
-            f"{len(data):,} bytes in no image format known to PIL, starting {start!r}",
+            f"{len(data):,} bytes of {describe_bytes(data)}, no image format known to PIL",
         ) from error
     width, height = image.size
     if width * height > max_pixels:
@@ -65,6 +65,16 @@ def open_header(data: bytes, max_pixels: int) -> Image.Image:
             "too_large", f"{width}x{height} is over the {max_pixels:,}-pixel limit"
         )
     return image
+
+
+def describe_bytes(head: bytes) -> str:
+    """What bytes look like, in words (never the bytes themselves)."""
+    text = head[:64].lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<svg")):
+        return "an HTML/XML page"
+    if text.startswith((b"{", b"[")):
+        return "JSON"
+    return "no known kind" if head else "nothing"
 
 
 def decode_pixels(image: Image.Image, reduce: int = 1) -> Image.Image:

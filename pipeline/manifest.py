@@ -18,11 +18,40 @@ import uuid
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from pipeline import workdir
+from pipeline.errors import UserError
 
 _SHARD = re.compile(
     r"manifest-(?P<run>\d{8}T\d{6}-[0-9a-f]{6})-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet$"
 )
+
+
+class ManifestError(UserError, ValueError):
+    """A manifest that cannot be read (empty, truncated, not Parquet); names the file."""
+
+
+def check_readable(paths: list[str], remedy: str) -> None:
+    """Raises ManifestError naming the first of ``paths`` that is not a whole Parquet file.
+
+    Reads only each file's footer. Stages check their inputs with it before running, so
+    a damaged input is one clear error instead of rows that silently vanish.
+    """
+    for path in paths:
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+                pq.read_metadata(handle)
+        except Exception as error:  # pyarrow raises several types for damaged files
+            raise ManifestError(
+                f"{path} is not a readable Parquet file ({_short(error)}): {remedy}"
+            ) from None
+
+
+def _short(error: Exception) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text[:160]
 
 
 def new_run_id() -> str:
@@ -41,7 +70,7 @@ def manifest_prefix(work: str, stage: str, run_id: str) -> str:
 
 def _shards(work: str, stage: str) -> dict[str, list[tuple[str, int, int]]]:
     pattern = FileSystems.join(stage_dir(work, stage), "manifest-*.parquet")
-    paths = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+    paths = workdir.match(pattern)
     return shards_by_run(paths)
 
 
@@ -95,6 +124,17 @@ def read_stage(work: str, stage: str) -> pa.Table | None:
     """The latest complete manifest of ``stage``, or None if it never ran."""
     latest = latest_run(work, stage)
     return read_table(latest[1]) if latest else None
+
+
+def read_lines(pattern: str, delete: bool = False) -> list[str]:
+    """The non-empty lines of every file matching ``pattern`` (e.g. Beam text shards)."""
+    lines = []
+    for path in workdir.match(pattern):
+        with FileSystems.open(path) as handle:
+            lines += [line for line in handle.read().decode().splitlines() if line]
+        if delete:
+            FileSystems.delete([path])
+    return lines
 
 
 def write_bytes(path: str, data: bytes) -> None:

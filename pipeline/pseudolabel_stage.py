@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import hashlib
 import io
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -45,6 +44,7 @@ from pipeline import (
     pseudolabel,
     pseudolabel_report,
     teacher,
+    workdir,
 )
 
 STAGE = "pseudolabel"
@@ -288,6 +288,18 @@ def run_pseudolabel(
     beam_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Trains the K heads, scores every dedup-kept candidate, writes manifest and report."""
+    work = workdir.absolute(work)
+    with workdir.stage_run(work, STAGE):
+        return _run_pseudolabel(work, labeled_root, config, spec, beam_args)
+
+
+def _run_pseudolabel(
+    work: str,
+    labeled_root: str,
+    config: pseudolabel.PseudolabelConfig,
+    spec: teacher.TeacherSpec,
+    beam_args: Sequence[str],
+) -> dict[str, Any]:
     started = time.monotonic()
     latest_dedup = manifest.latest_run(work, "dedup")
     if latest_dedup is None:
@@ -295,6 +307,7 @@ def run_pseudolabel(
             f"no dedup manifest in {manifest.stage_dir(work, 'dedup')}: run `camsdd dedup "
             f"--work {work} --reference {labeled_root}` first (it also removes leaks)"
         )
+    manifest.check_readable(latest_dedup[1], "rerun `camsdd dedup` to rewrite it")
     vector_paths = embeddings.cached_paths(work, spec)
     if not vector_paths:
         raise FileNotFoundError(
@@ -448,16 +461,12 @@ def config_from_args(args: argparse.Namespace) -> pseudolabel.PseudolabelConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        report = run_pseudolabel(
-            args.work,
-            args.labeled,
-            config_from_args(args),
-            embed_stage.spec_from_args(args),
-            getattr(args, "beam_args", []),
-        )
-    except (FileNotFoundError, ValueError, camsdd_layout.CamsddLayoutError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    report = run_pseudolabel(
+        args.work,
+        args.labeled,
+        config_from_args(args),
+        embed_stage.spec_from_args(args),
+        getattr(args, "beam_args", []),
+    )
     print(pseudolabel_report.render_text(report))
     return manifest.print_locations(report)

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import quiet
+
 # Tensor types an integer-only model may carry: int8 activations and weights,
 # int32 biases and shapes, uint8 at the model's edges, int64/bool for shape ops.
 INTEGER_TYPES = ("int8", "uint8", "int16", "int32", "int64", "bool")
@@ -38,7 +40,8 @@ def convert_float(model: Any) -> bytes:
     """The FP32 TFLite file of a Keras model (the latency and accuracy reference)."""
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    with quiet.native_output_captured():  # the converter's C++ chatter, shown on failure
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
 
 
 def pinned_representatives(frames: Iterable[np.ndarray]) -> Callable[[], Iterator[list]]:
@@ -74,7 +77,8 @@ def convert_int8(model: Any, representative: Iterable[np.ndarray]) -> tuple[byte
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.uint8
     converter.inference_output_type = tf.uint8
-    content = converter.convert()
+    with quiet.native_output_captured():
+        content = converter.convert()
     return content, check_integer_only(content)
 
 
@@ -90,10 +94,12 @@ def interpreter(content: bytes, threads: int | None = None, delegates: bool = Tr
             litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         )
     try:
-        runner = litert.Interpreter(**kwargs)
+        # Allocation applies the XNNPACK delegate, which prints "INFO: Created …" natively.
+        with quiet.native_output_captured():
+            runner = litert.Interpreter(**kwargs)
+            runner.allocate_tensors()
     except ValueError as error:  # not a flatbuffer, truncated, wrong schema
         raise ModelFileError(f"not a TFLite model ({error})") from error
-    runner.allocate_tensors()
     return runner
 
 

@@ -122,8 +122,52 @@ class ThroughputMeter:
         return float(np.median(later)) if later else 0.0
 
 
+def resume_only_the_same_run(
+    checkpoints: epath.Path, spec: student.StudentSpec, config: TrainConfig
+) -> None:
+    """A killed run resumes from its backup only if the options are the same.
+
+    With other options the backup is of another run: it is removed, and a line says
+    so, instead of silently continuing the old run under the new name.
+    """
+    options = json.dumps(
+        {"spec": student.spec_to_dict(spec), "config": dataclasses.asdict(config)},
+        sort_keys=True,
+    )
+    record = checkpoints / "backup_options.json"
+    backup = checkpoints / "backup"
+    if backup.exists() and (not record.exists() or record.read_text() != options):
+        print(f"  options changed since the interrupted run: starting afresh ({backup} removed)")
+        backup.rmtree()
+    record.write_text(options)
+
+
+def epoch_lines(epochs: int):
+    """Keras callback: one line per epoch (what a log wants instead of Keras' two)."""
+    import keras
+
+    class _EpochLine(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._started = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            shown = ", ".join(
+                f"{name.replace('_', ' ')} {logs[name]:.3f}"
+                for name in ("loss", "accuracy", "top3", "val_accuracy", "val_top3")
+                if name in logs
+            )
+            seconds = time.monotonic() - self._started
+            print(f"  epoch {epoch + 1}/{epochs}: {shown} ({seconds:.0f} s)", flush=True)
+
+    return _EpochLine()
+
+
 def train(spec: student.StudentSpec, config: TrainConfig, out_dir: str, verbose: int = 1) -> dict:
-    """Trains one student; returns (and writes) the ``train.json`` record."""
+    """Trains one student; returns (and writes) the ``train.json`` record.
+
+    ``verbose`` 1 shows Keras' progress bar; 0 prints one line per epoch.
+    """
     import keras
     import tensorflow as tf
 
@@ -172,12 +216,15 @@ def train(spec: student.StudentSpec, config: TrainConfig, out_dir: str, verbose:
     )
     out = epath.Path(out_dir)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    resume_only_the_same_run(out / "checkpoints", spec, config)
     meter = ThroughputMeter(config.batch_size)
     callbacks = [
         meter.callback,
         # Restores the last finished epoch if an earlier run with this name was killed.
         keras.callbacks.BackupAndRestore(os.fspath(out / "checkpoints" / "backup")),
     ]
+    if verbose == 0:
+        callbacks.append(epoch_lines(config.epochs))
     if validation is not None:
         callbacks.append(
             keras.callbacks.ModelCheckpoint(
@@ -359,7 +406,7 @@ def config_from_args(args: argparse.Namespace, split: str, **overrides: Any) -> 
 
 def progress_verbosity() -> int:
     """Keras progress bar on a terminal, one line per epoch in logs."""
-    return 1 if sys.stdout.isatty() else 2
+    return 1 if sys.stdout.isatty() else 0
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 from pipeline import images
 
@@ -22,9 +22,11 @@ HASH_VARIANTS = (
     "brightness_contrast",
     "letterbox_4x3",
 )
+#: Photos padded to a square the social-media way: white borders, a blurred fill.
+PADDED_VARIANTS = ("letterbox_white", "letterbox_blur")
 #: Harder edits, reported honestly; the embedding stage is for these.
 HARD_VARIANTS = ("crop_85", "crop_90", "text_overlay", "rotate_3", "flip")
-VARIANTS = HASH_VARIANTS + HARD_VARIANTS
+VARIANTS = HASH_VARIANTS + PADDED_VARIANTS + HARD_VARIANTS
 #: JPEG quality each variant is saved at (the re-encode is its own edit).
 QUALITY = {"jpeg_q50": 50}
 DEFAULT_QUALITY = 85
@@ -65,6 +67,16 @@ def make_variant(image: Image.Image, variant: str) -> Image.Image:
         height = round(w * 3 / 4)
         canvas = Image.new("RGB", (w, max(height, h)), (0, 0, 0))
         canvas.paste(image, (0, (canvas.height - h) // 2))
+        return canvas
+    if variant == "letterbox_white":  # white borders all round, on a square canvas
+        side = round(max(w, h) * 1.08)
+        canvas = Image.new("RGB", (side, side), (255, 255, 255))
+        canvas.paste(image, ((side - w) // 2, (side - h) // 2))
+        return canvas
+    if variant == "letterbox_blur":  # the social-media square: a blurred, enlarged fill
+        side = max(w, h)
+        canvas = ImageOps.fit(image, (side, side)).filter(ImageFilter.GaussianBlur(side / 30))
+        canvas.paste(image, ((side - w) // 2, (side - h) // 2))
         return canvas
     if variant == "text_overlay":
         out = image.copy()

@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-DUMMY_DATA = REPO / "tfds_camsdd" / "camsdd" / "dummy_data"
-DEMO_CAMSDD = REPO / "pipeline" / "demo_data" / "CamSDD"
-#: Real 576x384 photos (CC0 / Public Domain, see ATTRIBUTION.csv).
-MOUNTAIN_JPEG = DEMO_CAMSDD / "training" / "9_Mountain" / "gc_machuPicchu.jpg"
-CAT_JPEG = DEMO_CAMSDD / "test" / "5_Cat" / "sk_chelsea.jpg"
+from tests.helpers import CAT_JPEG, DUMMY_DATA, LARGE_WEBP, MOUNTAIN_JPEG
+from tests.helpers import encode as _encode
 
 
 @pytest.fixture
@@ -30,18 +26,6 @@ def manual_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 def photo_bytes() -> bytes:
     return MOUNTAIN_JPEG.read_bytes()
-
-
-#: A large real photo (1603x1080 WebP) from the demo candidate pool.
-LARGE_WEBP = REPO / "pipeline" / "demo_data" / "candidates" / "images" / "cand_005.webp"
-
-
-def _encode(image, fmt: str, **options) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,8 @@ class FakeApis:
     commons_lag_once: bool = False
     openverse_results: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     openverse_token: str | None = None
+    #: Answer flickr.photos.search with JSON of a shape Flickr never documented.
+    flickr_wrong_shape: bool = False
 
 
 class LoopbackServer:
@@ -202,6 +204,8 @@ class LoopbackServer:
         if q.get("api_key") != apis.flickr_key:
             msg = "Invalid API Key (Key not found)"
             return self._json(h, {"stat": "fail", "code": 100, "message": msg})
+        if apis.flickr_wrong_shape:
+            return self._json(h, {"stat": "ok", "photos": ["not", "a", "page"]})
         page, per_page = int(q.get("page", 1)), int(q.get("per_page", 100))
         if (int(q["min_upload_date"]), page) in apis.flickr_fail_once:
             apis.flickr_fail_once.discard((int(q["min_upload_date"]), page))

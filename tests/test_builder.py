@@ -13,12 +13,12 @@ import apache_beam as beam
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipeline import beam_options, camsdd_layout, images, variants
 from tfds_camsdd.camsdd import build_report, camsdd_dataset_builder
 
-from .conftest import CAT_JPEG
+from .helpers import CAT_JPEG
 
 
 def build(manual_dir: Path, data_dir: Path, config=None) -> tfds.core.DatasetBuilder:
@@ -270,3 +270,66 @@ def test_extra_manifest_directory_uses_its_newest_complete_run(tmp_path):
     assert camsdd_dataset_builder.extra_manifest_paths(str(folder)) == [str(only)]
     rows = camsdd_dataset_builder.read_extra_manifest(str(folder))
     assert [Path(r["image_path"]).parent for r in rows] == [folder / "images"] * 2
+
+
+def _pseudolabel_run(folder: Path, run_id: str) -> Path:
+    """A copy of the dummy pseudolabel run under ``run_id`` (images shared)."""
+    (only,) = (DUMMY_DATA / "pseudolabel").glob("manifest-*.parquet")
+    target = folder / f"manifest-{run_id}-00000-of-00001.parquet"
+    shutil.copy(only, target)
+    return target
+
+
+def test_extra_manifest_mistakes_each_name_the_problem(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    error = camsdd_dataset_builder.ExtraManifestError
+    with pytest.raises(error, match="no such file"):
+        camsdd_dataset_builder.read_extra_manifest(str(tmp_path / "nothing.parquet"))
+    (tmp_path / "notes.parquet").write_text("key,status\n")
+    with pytest.raises(error, match=r"notes.parquet is not a readable Parquet manifest"):
+        camsdd_dataset_builder.read_extra_manifest(str(tmp_path / "notes.parquet"))
+    # Two runs matched by one glob would count every row twice.
+    work = tmp_path / "W"
+    shutil.copytree(DUMMY_DATA / "pseudolabel", work / "pseudolabel")
+    _pseudolabel_run(work / "pseudolabel", "20300101T000000-cccccc")
+    with pytest.raises(error, match="matches shards of 2 runs"):
+        camsdd_dataset_builder.read_extra_manifest(str(work / "pseudolabel" / "manifest-*.parquet"))
+    # Missing images: every one is listed, not just the first.
+    for image in (work / "pseudolabel" / "images").iterdir():
+        image.unlink()
+    with pytest.raises(error, match="2 of 2 kept images are missing") as caught:
+        camsdd_dataset_builder.read_extra_manifest(str(work / "pseudolabel"))
+    assert "cand_003.jpg" in str(caught.value) and "cand_007.jpg" in str(caught.value)
+    # A run that kept nothing: no extra split to build, said before TFDS starts.
+    table = pq.read_table(next((work / "pseudolabel").glob("manifest-2030*.parquet")))
+    dropped = table.set_column(1, "status", pa.array(["dropped"] * table.num_rows))
+    for path in (work / "pseudolabel").glob("manifest-*.parquet"):
+        path.unlink()
+    pq.write_table(dropped, _pseudolabel_run(work / "pseudolabel", "20300101T000000-cccccc"))
+    with pytest.raises(error, match="keeps no image"):
+        camsdd_dataset_builder.read_extra_manifest(str(work / "pseudolabel"))
+
+
+def test_build_refuses_a_mirrored_copy_of_a_test_image(manual_dir, tmp_path):
+    scan = camsdd_layout.scan_camsdd(camsdd_layout.find_camsdd_root(manual_dir))
+    test_file = scan.splits["test"].files[0]
+    mirrored = tmp_path / "mirror.jpg"
+    mirrored.write_bytes(images.encode_jpeg(ImageOps.mirror(Image.open(test_file.path)), 80))
+    manifest_path = _extra_manifest(
+        tmp_path / "extra.parquet", [("urls-mirror", mirrored, test_file.class_folder)]
+    )
+    with pytest.raises(Exception, match=r"urls-mirror near-duplicates test example"):
+        build(manual_dir, tmp_path / "data", _extra_config(manifest_path, "extra_mirror"))
+
+
+def test_pseudo_build_report_records_the_extra_split_and_its_source(tmp_path, monkeypatch):
+    pointer = str(DUMMY_DATA / "pseudolabel")
+    monkeypatch.setenv(camsdd_dataset_builder.EXTRA_MANIFEST_ENV, pointer)
+    builder = build(DUMMY_DATA, tmp_path / "data", "pseudo")
+    report = json.loads((builder.data_path / build_report.REPORT_FILE).read_text())
+    extra = report["extra"]["extra_pseudo"]
+    assert extra["manifest"] == pointer and extra["run_id"] == "20261124T000000-000000"
+    assert extra["kept_rows"] == extra["examples_written"] == 2
+    assert extra["manifest_shards"][0].endswith("-00000-of-00001.parquet")

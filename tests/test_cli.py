@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import re
+import shutil
+import zipfile
 from pathlib import Path
 
+import pytest
 import tensorflow_datasets as tfds
 
-from pipeline import beam_options, manifest
+from pipeline import beam_options, manifest, quiet
 
-from .conftest import DEMO_CAMSDD, DUMMY_DATA, REPO
+from .helpers import BIN, DEMO_CAMSDD, DUMMY_DATA, REPO, run
 
-BIN = Path(sys.executable).parent
 LOCAL = f"--beam_pipeline_options={beam_options.local_options()}"
-
-
-def run(args: list[str], cwd: Path, env: dict[str, str] | None = None):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    env = {k: v for k, v in env.items() if v}  # an empty value unsets
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 def tfds_build(
@@ -62,13 +57,18 @@ def test_tfds_build_from_inside_the_builder_package(tmp_path):
     assert split_counts(tmp_path / "tfds") == {"train": 4, "validation": 2, "test": 3}
 
 
-def test_plain_tfds_build_builds_every_config_and_pseudo_needs_its_manifest(tmp_path):
-    """No --config: TFDS builds official, then pseudo, which says what to set."""
+def test_the_bare_build_command_builds_official_and_says_how_to_add_pseudo(tmp_path):
+    """`tfds build camsdd --imports tfds_camsdd --manual_dir M`, nothing else, succeeds."""
     unset = {"CAMSDD_EXTRA_MANIFEST": ""}
-    result = tfds_build(DUMMY_DATA, tmp_path / "tfds", cwd=tmp_path, config=None, env=unset)
-    assert result.returncode != 0
-    assert "set CAMSDD_EXTRA_MANIFEST" in result.stderr and "--config official" in result.stderr
+    args = [str(BIN / "tfds"), "build", "camsdd", "--imports", "tfds_camsdd"]
+    args += ["--manual_dir", str(DUMMY_DATA), "--data_dir", str(tmp_path / "tfds")]
+    result = run(args, cwd=tmp_path, env=unset)
+    assert result.returncode == 0, result.stderr[-3000:]
     assert split_counts(tmp_path / "tfds") == {"train": 4, "validation": 2, "test": 3}
+    assert not (tmp_path / "tfds" / "camsdd" / "pseudo").exists()
+    output = (result.stdout + result.stderr).splitlines()
+    hint = [line for line in output if "is built when its manifest is named" in line]
+    assert len(hint) == 1 and "CAMSDD_EXTRA_MANIFEST=W/pseudolabel" in hint[0], hint
 
     with_extra = {"CAMSDD_EXTRA_MANIFEST": str(DUMMY_DATA / "pseudolabel")}
     result = tfds_build(DUMMY_DATA, tmp_path / "tfds", cwd=tmp_path, config=None, env=with_extra)
@@ -86,6 +86,26 @@ def test_tfds_build_without_camsdd_tells_the_user_what_to_do(tmp_path):
     assert "people.ee.ethz.ch/~ihnatova/camsdd.html" in result.stderr
 
 
+def test_check_reads_a_folder_holding_only_the_release_zip(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    with zipfile.ZipFile(manual / "CamSDD.zip", "w") as archive:
+        for path in sorted((DUMMY_DATA / "CamSDD").rglob("*")):
+            archive.write(path, "CamSDD/" + path.relative_to(DUMMY_DATA / "CamSDD").as_posix())
+    result = run([str(BIN / "camsdd"), "check", str(manual)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "train           4 images in training/" in result.stdout
+    assert not (manual / "CamSDD").exists()  # read in place, nothing extracted
+
+
+def test_check_fails_wherever_the_build_would_refuse(manual_dir, tmp_path):
+    shutil.rmtree(manual_dir / "CamSDD" / "validation")
+    (manual_dir / "CamSDD" / "validation").mkdir()  # present, but empty
+    result = run([str(BIN / "camsdd"), "check", str(manual_dir)], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "validation/ holds no images" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_camsdd_check_reports_counts_and_fails_on_bad_trees(tmp_path):
     result = run([str(BIN / "camsdd"), "check", str(DEMO_CAMSDD)], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -100,10 +120,33 @@ def test_camsdd_check_reports_counts_and_fails_on_bad_trees(tmp_path):
     assert "training/Dogs: unknown CamSDD class folder 'Dogs'" in result.stderr
 
 
-def test_demo_builds_prints_counts_and_loads_uint8_images(tmp_path):
-    result = run([str(BIN / "camsdd"), "demo", "--work", str(tmp_path / "work")], cwd=tmp_path)
+#: What a log of `make demo` must never carry: native library chatter, Beam's warnings,
+#: progress-bar redraws, converter output, Keras' per-epoch step lines.
+NOISE = [
+    quiet.NATIVE_LOG_LINE,
+    re.compile(r"yield and return|Resource module|fully_quantize|Generating splits"),
+    re.compile(r"\r|^Epoch \d+/\d+$|^\d+/\d+ - \d+s"),
+]
+
+
+@pytest.mark.slow
+def test_make_demo_as_typed_from_the_repo_root(tmp_path):
+    """`make demo` with a relative WORK, run from the repo root (what a newcomer types)."""
+    relative = os.path.relpath(tmp_path / "work", REPO)
+    assert not os.path.isabs(relative)
+    result = run(["make", "--no-print-directory", "-o", "venv", "demo", f"WORK={relative}"], REPO)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     out = result.stdout
+    noise = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if any(pattern.search(line) for pattern in NOISE)
+    ]
+    assert not noise, noise[:10]
+    assert "epoch 12/12: loss" in out  # one line per epoch instead
+    (tmp_path / "moved").mkdir()  # the work dir holds no path of the folder it was run from
+    shutil.move(tmp_path / "work", tmp_path / "moved" / "work")
+    tmp_path = tmp_path / "moved"
     assert "tfds build camsdd --imports tfds_camsdd" in out
     # Crawl + fetch of the candidate pool over loopback, through the real commands.
     assert "crawl 'demo-urls': 62 records, 62 kept" in out
@@ -115,8 +158,9 @@ def test_demo_builds_prints_counts_and_loads_uint8_images(tmp_path):
     assert "56 candidates -> 42 kept, 14 dropped (reconciled)" in out
     assert "duplicate clusters among candidates: 3" in out
     for row in fetched:
-        if row["status"] == "kept":
-            assert Path(row["image_path"]).is_file()
+        if row["status"] == "kept":  # relative to the work dir, found after the move
+            assert not os.path.isabs(row["image_path"])
+            assert (tmp_path / "work" / row["image_path"]).is_file()
     assert "split counts: test=16, train=43, validation=8" in out
     assert "train       43 examples, each uint8 (384, 576, 3)" in out
     assert "  train           43       43         0        0" in out  # the report table
@@ -148,5 +192,43 @@ def test_demo_builds_prints_counts_and_loads_uint8_images(tmp_path):
         report = json.loads((folder / "evaluation" / "model_int8" / "report.json").read_text())
         assert report["integer_only"] and report["splits"]["test"]["examples"] == 16
         assert (folder / "evaluation" / "model_int8" / "confusion_test.png").is_file()
-        assert f"{folder}/model_int8.tflite:" in out
+        assert f"{relative}/models/ablation/{arm}_extra/model_int8.tflite:" in out
     assert "with - without extra_pseudo, int8 test: top-1" in out
+
+
+def _leaky_manifest(work: Path) -> Path:
+    """A pseudolabel-shaped manifest whose one kept image is a test image of DUMMY_DATA."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (test_image,) = list((DUMMY_DATA / "CamSDD" / "test" / "1_Portrait").glob("*.jpg"))[:1]
+    folder = work / "pseudolabel"
+    (folder / "images").mkdir(parents=True)
+    shutil.copy(test_image, folder / "images" / "leak.jpg")
+    table = pa.table(
+        {
+            "key": ["urls-leak"],
+            "status": ["kept"],
+            "image_path": ["pseudolabel/images/leak.jpg"],
+            "label": ["1_Portrait"],
+        }
+    )
+    pq.write_table(table, folder / "manifest-20300101T000000-abcdef-00000-of-00001.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("mistake", ["missing_images", "leak"])
+def test_a_mistake_in_the_extra_split_is_one_line_under_the_tfds_command(tmp_path, mistake):
+    if mistake == "missing_images":
+        shutil.copytree(DUMMY_DATA / "pseudolabel", tmp_path / "W" / "pseudolabel")
+        shutil.rmtree(tmp_path / "W" / "pseudolabel" / "images")
+        expected = "2 of 2 kept images are missing"
+    else:
+        _leaky_manifest(tmp_path / "W")
+        expected = "urls-leak near-duplicates test example"
+    env = {"CAMSDD_EXTRA_MANIFEST": str(tmp_path / "W" / "pseudolabel")}
+    result = tfds_build(DUMMY_DATA, tmp_path / "tfds", cwd=tmp_path, config="pseudo", env=env)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr

@@ -15,7 +15,7 @@ import pytest
 from crawlers import base, commons, crawl, flickr, lists, openverse
 from crawlers.base import Query
 from crawlers.http import ClientConfig, PoliteClient
-from tests.conftest import REPO
+from tests.helpers import BIN, REPO
 from tests.loopback import FlickrPhoto
 
 DAY = 86_400
@@ -447,3 +447,89 @@ def test_crawl_command_against_fake_flickr(server, tmp_path):
     assert server.apis.flickr_key not in result.stdout + result.stderr
     texts = {r.query["text"] for r in server.requests}
     assert texts == set(base.load_queries()["10_Waterfall"])
+
+
+def test_url_list_mistakes_name_the_file(tmp_path):
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes("url,label\nhttps://x/caf\xe9.jpg,4_Dog\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.csv: not UTF-8 text \(byte 0xe9"):
+        lists.UrlListSource(str(latin))
+    for name, text in [("empty.csv", ""), ("header.csv", "url,label\n"), ("blank.txt", "\n# x\n")]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=f"{name}: the url list is empty"):
+            lists.UrlListSource(str(tmp_path / name))
+    with pytest.raises(ValueError, match=r"--name '\.\./x'"):
+        crawl.check_name("../x")
+
+
+def test_an_edited_list_is_crawled_again_under_the_same_name(tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("url,label\nhttps://example.org/a.jpg,4_Dog\n")
+    source = lists.UrlListSource(str(listing))
+    crawl.crawl(source, source.queries(), str(tmp_path / "w"), name="mine", progress=False)
+    listing.write_text("url,label\nhttps://example.org/a.jpg,5_Cat\nhttps://example.org/b.jpg,\n")
+    source = lists.UrlListSource(str(listing), default_class="4_Dog")
+    crawl.crawl(source, source.queries(), str(tmp_path / "w"), name="mine", progress=False)
+    got = {r["url"]: r["query_class"] for r in _manifest(tmp_path / "w")}
+    assert got == {"https://example.org/a.jpg": "5_Cat", "https://example.org/b.jpg": "4_Dog"}
+
+
+def test_a_url_with_two_labels_is_reported_with_a_count(tmp_path):
+    one = tmp_path / "one.csv"
+    one.write_text("url,label\nhttps://x.org/a.jpg,4_Dog\nhttps://x.org/a.jpg,5_Cat\n")
+    source = lists.UrlListSource(str(one))
+    summary = crawl.crawl(source, source.queries(), str(tmp_path / "w"), name="one", progress=False)
+    assert summary.label_conflicts == ["https://x.org/a.jpg: 4_Dog, 5_Cat (in 'one')"]
+    assert "WARNING 1 URLs have two different labels" in summary.render_text()
+    other = tmp_path / "other.csv"
+    other.write_text("url,label\nhttps://x.org/a.jpg,9_Mountain\nhttps://x.org/b.jpg,4_Dog\n")
+    source = lists.UrlListSource(str(other))
+    summary = crawl.crawl(source, source.queries(), str(tmp_path / "w"), name="two", progress=False)
+    assert summary.label_conflicts == ["https://x.org/a.jpg: 9_Mountain, 4_Dog (in 'one')"]
+
+
+def test_folder_links_that_leave_the_folder_or_loop_are_not_followed(tmp_path, fixture_images):
+    folder = tmp_path / "photos"
+    (folder / "4_Dog").mkdir(parents=True)
+    (folder / "4_Dog" / "a.jpg").write_bytes(fixture_images["photo.jpg"][0])
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password=hunter2\n")
+    (folder / "4_Dog" / "b.jpg").symlink_to(secret)  # looks like a photo, leaves the folder
+    (folder / "4_Dog" / "c.jpg").symlink_to(folder / "4_Dog" / "a.jpg")  # inside: followed
+    (folder / "4_Dog" / "loop").symlink_to(folder)
+    (folder / "elsewhere").symlink_to(tmp_path, target_is_directory=True)
+    source = lists.FolderSource(str(folder))
+    crawl.crawl(source, source.queries(), str(tmp_path / "w"), progress=False)
+    got = {r["source_id"]: r for r in _manifest(tmp_path / "w")}
+    assert got["4_Dog/a.jpg"]["status"] == got["4_Dog/c.jpg"]["status"] == "kept"
+    assert got["4_Dog/b.jpg"]["reason"] == "link_outside_folder"
+    assert got["4_Dog/loop"]["reason"] == "link_loop"
+    assert got["elsewhere"]["reason"] == "link_outside_folder"
+    assert all(os.path.isabs(r["url"]) for r in got.values())  # resolved: any cwd works
+    assert "hunter2" not in json.dumps(list(got.values()))
+
+
+def test_a_folder_source_stores_absolute_paths(tmp_path, fixture_images, monkeypatch):
+    (tmp_path / "photos" / "4_Dog").mkdir(parents=True)
+    (tmp_path / "photos" / "4_Dog" / "a.jpg").write_bytes(fixture_images["photo.jpg"][0])
+    monkeypatch.chdir(tmp_path)
+    source = lists.FolderSource("photos")
+    crawl.crawl(source, source.queries(), "w", progress=False)
+    (row,) = _manifest(tmp_path / "w")
+    assert row["url"] == str(tmp_path / "photos" / "4_Dog" / "a.jpg")
+
+
+def test_an_answer_of_the_wrong_shape_stops_the_query_with_one_line(server, tmp_path):
+    server.apis.flickr_photos = _flickr_photos(5)
+    server.apis.flickr_wrong_shape = True
+    env = {**os.environ, flickr.API_KEY_ENV: server.apis.flickr_key}
+    result = subprocess.run(
+        [str(BIN / "camsdd"), "crawl", "--work", str(tmp_path), "--source", "flickr",
+         "--class", "10_Waterfall", "--min-interval", "0", "--no-progress",
+         "--endpoint", server.url("/flickr/services/rest/")],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "INCOMPLETE (rerun to resume)" in result.stdout
+    assert "bad_response: the answer has an unexpected shape" in result.stdout
+    assert "2 queries stopped early" in result.stderr

@@ -9,7 +9,7 @@ from PIL import Image
 from pipeline import dedup, images, resizer, variants
 from pipeline.demo_data import CAMSDD_ROOT
 
-PERMISSIVE = resizer.FilterConfig(min_contrast=0, min_colorfulness=-1, min_sharpness=0)
+PERMISSIVE = resizer.FilterConfig(min_contrast=0, min_chroma=-1, min_sharpness=0)
 
 
 def _codes(image: Image.Image, quality: int = 90) -> np.ndarray:
@@ -48,9 +48,44 @@ def test_the_frame_hash_is_what_catches_letterboxing():
     panorama = photo.resize((576, 240))  # wider than 3:2: the letterbox keeps it whole
     boxed = variants.make_variant(panorama, "letterbox_4x3")
     a, b = _codes(panorama), _codes(boxed)
-    assert resizer.letterbox_box(boxed) != (0, 0, *boxed.size)
+    assert resizer.content_box(boxed) != (0, 0, *boxed.size)
     assert dedup.pair_distance(a, b) <= dedup.DEFAULT_RADIUS
     assert bin(int(a[0]) ^ int(b[0])).count("1") > dedup.DEFAULT_RADIUS  # 3:2 hash alone misses
+
+
+@pytest.mark.parametrize(("fill", "recall"), [("letterbox_white", 0.9), ("letterbox_blur", 0.7)])
+def test_white_borders_and_blurred_fills_are_looked_inside(photos, fill, recall):
+    """16:9 photos squared up for social media: the 3:2 crop takes in the fill, so only
+    the frame hash of the content box can match (bars only, before: blur 0 of 24)."""
+    found = 0
+    for photo in photos:
+        wide = images.fit_to_size(photo, (640, 360))
+        a, b = _codes(wide), _codes(variants.make_variant(wide, fill))
+        found += dedup.pair_distance(a, b) <= dedup.DEFAULT_RADIUS
+    assert found >= recall * len(photos), found
+
+
+def test_the_content_box_leaves_unpadded_photos_whole(photos):
+    whole = [resizer.content_box(p) == (0, 0, *p.size) for p in photos]
+    assert sum(whole) >= 0.8 * len(photos)
+
+
+def test_a_letterboxed_copy_does_not_beat_its_original():
+    photo = images.to_rgb(images.open_image(sorted(CAMSDD_ROOT.rglob("*.jpg"))[3].read_bytes()))
+    wide = images.fit_to_size(photo, (1280, 720))
+    rows = []
+    for key, image in (
+        ("z-original", wide),
+        ("a-square", variants.make_variant(wide, "letterbox_blur")),
+    ):
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=90)
+        out = resizer.normalize(buffer.getvalue(), PERMISSIVE)
+        rows.append({**_row(key, out.width, out.height), "content_width": out.content_width,
+                     "content_height": out.content_height})  # fmt: skip
+    assert rows[1]["width"] * rows[1]["height"] > rows[0]["width"] * rows[0]["height"]
+    kept = [r for r in dedup.decide_cluster(rows, {}, dedup.member_link) if r["status"] == "kept"]
+    assert [r["key"] for r in kept] == ["z-original"]
 
 
 def test_license_rank_prefers_open_licenses():

@@ -12,7 +12,7 @@ from PIL import Image
 from pipeline import camsdd_layout, classes
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR, DEMO_DIR
 
-from .conftest import DUMMY_DATA
+from .helpers import DUMMY_DATA
 
 ALLOWED_LICENSES = {
     "Public Domain",

@@ -110,8 +110,27 @@ def test_redirect_to_a_private_address_is_refused(server):
     assert caught.value.reason == "unsupported_scheme"
 
 
+class FakeClock:
+    """Time that moves only when the code under test sleeps."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.slept: list[float] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.slept.append(round(seconds, 6))
+
+
 def test_rate_limit_spaces_requests_per_host(server):
+    clock = FakeClock()
     client = _client(min_interval=0.2)
+    client.limiter = HostRateLimiter(0.2, clock=clock, sleep=clock.sleep)
     threads = [
         threading.Thread(target=client.get, args=(server.url("/img/tiny.jpg"),)) for _ in range(5)
     ]
@@ -119,19 +138,22 @@ def test_rate_limit_spaces_requests_per_host(server):
         thread.start()
     for thread in threads:
         thread.join()
-    times = sorted(r.at for r in server.requests)
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-    assert len(times) == 5 and min(gaps) >= 0.17, gaps
+    # Five calls at the same instant: each waits for its own slot, 0.2 s apart.
+    assert sorted(clock.slept) == [0.2, 0.4, 0.6, 0.8]
+    assert len(server.requests) == 5
 
 
 def test_limiter_is_per_host():
-    limiter = HostRateLimiter(0.5)
-    limiter.wait("a.example")
-    started = time.monotonic()
-    limiter.wait("b.example")  # another host: no wait
-    assert time.monotonic() - started < 0.05
-    limiter.wait("a.example")
-    assert time.monotonic() - started >= 0.45
+    clock = FakeClock()
+    limiter = HostRateLimiter(0.5, {"slow.example": 2.0}, clock=clock, sleep=clock.sleep)
+    assert limiter.wait("a.example") == 0.0
+    assert limiter.wait("b.example") == 0.0  # another host: no wait
+    assert limiter.wait("a.example") == 0.5
+    clock.now += 10
+    assert limiter.wait("a.example") == 0.0  # its slot has passed
+    limiter.wait("slow.example")
+    assert limiter.wait("slow.example") == 2.0  # a host's own interval
+    assert clock.slept == [0.5, 2.0]
 
 
 def test_user_agent_is_sent(server):
@@ -163,5 +185,5 @@ def test_fetch_candidate_never_raises(server, tmp_path):
         assert row["reason"] == reason, (path, row["error"])
         if reason is None:
             stored = tmp_path / "fetch" / "images" / row["sha256"][:2] / f"{row['sha256']}.jpg"
-            assert stored.exists() and row["image_path"] == str(stored)
+            assert stored.exists() and tmp_path / row["image_path"] == stored
             assert resizer.normalize(stored.read_bytes()).width == 576  # a real 576x384 JPEG

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from crawlers import crawl, lists
-from pipeline import fetch, fetch_stage, manifest, resizer
+from pipeline import fetch, fetch_report, fetch_stage, manifest, resizer
 
 #: path on the loopback server -> the reason fetch must give (None: kept).
 EXPECTED = {
@@ -82,8 +82,9 @@ def test_every_candidate_ends_with_one_status_and_reasons_add_up(server, tmp_pat
         assert row["query_class"] == "9_Mountain" and row["source"] == "urls"
     kept = [r for r in rows.values() if r["status"] == "kept"]
     for row in kept:
-        assert row["image_path"].endswith(f"/fetch/images/{row['sha256'][:2]}/{row['sha256']}.jpg")
-        with open(row["image_path"], "rb") as handle:
+        # Relative to the work dir, so the work dir can move.
+        assert row["image_path"] == f"fetch/images/{row['sha256'][:2]}/{row['sha256']}.jpg"
+        with open(work / row["image_path"], "rb") as handle:
             data = handle.read()
         assert resizer.normalize(data).width == 576
         assert 0 <= row["phash"] < 2**64 and len(row["source_sha256"]) == 64
@@ -157,3 +158,78 @@ def test_folder_candidates_are_read_from_disk(tmp_path, fixture_images):
     crawl.crawl(source, source.queries(), str(work), progress=False)
     report = fetch_stage.run_fetch(_settings(work, allow_private_addresses=False), threads=2)
     assert report["kept"] == 1 and report["dropped_by_reason"] == {"corrupt": 1}
+
+
+def test_a_rerun_with_other_filters_decides_again_without_downloading(server, tmp_path):
+    work = tmp_path / "w"
+    _crawl_list(server, work)
+    fetch_stage.run_fetch(_settings(work), threads=6)
+    first = _rows(work)
+    hits = dict(server.hits)
+    kept = server.url("/img/photo.jpg")
+    sharpness = first[kept]["sharpness"]
+
+    strict = resizer.FilterConfig(min_sharpness=sharpness + 1)
+    report = fetch_stage.run_fetch(
+        _settings(work, filters=strict), threads=6, retry_transient=False
+    )
+    rows = _rows(work)
+    assert rows[kept]["reason"] == "blurry"
+    assert f"< {sharpness + 1}" in rows[kept]["error"]
+    assert report["settings"]["filters"]["min_sharpness"] == sharpness + 1
+    # A looser filter takes back a photo dropped as blurry: its image was stored.
+    assert first[server.url("/img/blurred.jpg")]["reason"] == "blurry"
+    loose = resizer.FilterConfig(min_sharpness=0)
+    fetch_stage.run_fetch(_settings(work, filters=loose), threads=6, retry_transient=False)
+    rows = _rows(work)
+    assert rows[kept]["status"] == rows[server.url("/img/blurred.jpg")]["status"] == "kept"
+    assert (work / rows[server.url("/img/blurred.jpg")]["image_path"]).is_file()
+    assert server.hits == hits  # not one download more
+    # A geometry filter loosened: that image was never stored, so it is fetched again.
+    fetch_stage.run_fetch(
+        _settings(work, filters=resizer.FilterConfig(min_sharpness=0, max_aspect=5)),
+        threads=6,
+        retry_transient=False,
+    )
+    assert _rows(work)[server.url("/img/panorama.jpg")]["status"] == "kept"
+    assert server.hits["/img/panorama.jpg"] == hits["/img/panorama.jpg"] + 1
+
+
+def test_an_edited_label_reaches_the_fetch_manifest_and_conflicts_are_counted(server, tmp_path):
+    work = tmp_path / "w"
+    urls = [server.url("/img/photo.jpg"), server.url("/img/cmyk.jpg")]
+    one = work / "one.csv"
+    one.parent.mkdir(parents=True)
+    one.write_text(f"url,label\n{urls[0]},9_Mountain\n{urls[1]},9_Mountain\n")
+    source = lists.UrlListSource(str(one))
+    crawl.crawl(source, source.queries(), str(work), name="one", progress=False)
+    fetch_stage.run_fetch(_settings(work), threads=2)
+    one.write_text(f"url,label\n{urls[0]},12_Landscape\n{urls[1]},9_Mountain\n")
+    source = lists.UrlListSource(str(one))
+    crawl.crawl(source, source.queries(), str(work), name="one", progress=False)
+    two = work / "two.csv"
+    two.write_text(f"url,label\n{urls[1]},4_Dog\n")
+    source = lists.UrlListSource(str(two))
+    crawl.crawl(source, source.queries(), str(work), name="two", progress=False)
+    hits = dict(server.hits)
+    report = fetch_stage.run_fetch(_settings(work), threads=2)
+    rows = _rows(work)
+    assert rows[urls[0]]["query_class"] == "12_Landscape"  # the edit, with no download
+    assert rows[urls[1]]["query_class"] == "4_Dog"  # the first label of the two, by name
+    assert server.hits == hits
+    assert report["beam_counters"]["label_conflicts"] == 1
+    assert "1 candidates appear in several crawls with different labels" in (
+        fetch_report.render_text(report)
+    )
+
+
+def test_top_errors_keep_their_numbers_and_a_truncation_says_how_much_arrived(server, tmp_path):
+    work = tmp_path / "w"
+    _crawl_list(server, work)
+    report = fetch_stage.run_fetch(_settings(work), threads=6)
+    messages = [message for message, _ in report["top_errors"]]
+    assert any(m.startswith("http_404: 404") for m in messages), messages
+    assert any(m.startswith("too_small: 120x80 gives a 120x80 3:2 crop") for m in messages)
+    truncated = _rows(work)[server.url("/truncated/photo.jpg")]["error"]
+    size = len(server.images["photo.jpg"][0])
+    assert f"{size // 2:,} of {size:,} bytes, then the connection closed" in truncated

@@ -14,7 +14,7 @@ import pytest
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, SetupOptions
 from apache_beam.runners.runner import create_runner
 
-from .conftest import REPO
+from .helpers import REPO
 
 
 @pytest.fixture
@@ -93,5 +93,6 @@ def test_wheel_ships_the_dataset_card_dummy_data_and_demo_photos(tmp_path, sourc
     assert len(demo) == len(expected) == 129
     assert "pipeline/demo_data/candidates/truth.csv" in names
     assert "crawlers/queries.csv" in names  # the editable default queries
+    assert not [n for n in names if n.startswith("tests/")]  # tests are not shipped
     entry_points = [n for n in names if n.endswith("entry_points.txt")]
     assert b"camsdd = pipeline.cli:main" in zipfile.ZipFile(wheel).read(entry_points[0])

@@ -12,7 +12,7 @@ from PIL import Image
 
 from pipeline import resizer
 from pipeline.images import InvalidImageError
-from tests.conftest import DEMO_CAMSDD
+from tests.helpers import DEMO_CAMSDD, encode
 
 
 def _decode(jpeg: bytes) -> Image.Image:
@@ -132,3 +132,20 @@ def test_phash_equals_imagehash():
     for path in paths:
         image = Image.open(path).convert("RGB")
         assert f"{resizer.phash64(image):016x}" == str(imagehash.phash(image)), path
+
+
+@pytest.mark.parametrize("saturation", [0.10, 0.20])
+def test_low_saturation_colour_photos_are_not_grayscale(saturation):
+    """A white room or a foggy beach in colour is a real CamSDD photo; true gray is not."""
+    from PIL import ImageEnhance
+
+    photos = sorted(DEMO_CAMSDD.rglob("*.jpg"))
+    colour = [p for p in photos if p.parent.name not in resizer.FilterConfig().grayscale_classes]
+    for path in colour:
+        photo = Image.open(path).convert("RGB")
+        faded = ImageEnhance.Color(photo).enhance(saturation)
+        kept = resizer.normalize(encode(faded, "JPEG", quality=90))
+        assert kept.metrics["chroma"] >= resizer.FilterConfig().min_chroma, path.name
+        with pytest.raises(resizer.FilteredImageError) as dropped:
+            resizer.normalize(encode(photo.convert("L").convert("RGB"), "JPEG", quality=90))
+        assert dropped.value.reason == "grayscale"

@@ -6,7 +6,7 @@ from PIL import Image
 
 from pipeline import images, scene_metrics, student, torch_weights
 
-from .conftest import CAT_JPEG
+from .helpers import CAT_JPEG
 
 CAT_CLASSES = set(range(281, 286))  # ImageNet-1k domestic cats
 

@@ -1,7 +1,10 @@
 """The offline teacher: weights read without torch, the Keras port classifies real photos."""
 
+import hashlib
 import io
+import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +12,7 @@ from PIL import Image
 
 from pipeline import images, teacher, torch_weights
 
-from .conftest import CAT_JPEG
+from .helpers import CAT_JPEG
 
 # ImageNet-1k indices: 281-285 are domestic cats (tabby, tiger, Persian, Siamese, Egyptian).
 CAT_CLASSES = set(range(281, 286))
@@ -28,12 +31,30 @@ def test_the_port_sees_the_cat_as_a_cat(lite0):
     assert len(set(teacher.top_classes(logits, 3)[0].tolist()) & CAT_CLASSES) >= 2
 
 
-def test_torch_is_compared_when_installed(lite0):
-    torch = pytest.importorskip("torch")  # not installed by default: the port is pure Keras
-    state = torch.load(teacher.lite0_weights_path(), map_location="cpu")
-    ours = torch_weights.load_state_dict(teacher.lite0_weights_path())
-    for name, tensor in state.items():
-        np.testing.assert_array_equal(ours[name], tensor.numpy())
+#: Computed once with torch by tests/reference/make_teacher_reference.py: the hash of
+#: every tensor as torch.load reads it, and the logits of an independent torch forward
+#: pass on the cat photo. The checks below need no torch.
+REFERENCE = json.loads((Path(__file__).parent / "reference" / "teacher_reference.json").read_text())
+
+
+def test_the_reader_gives_torchs_tensors_bit_for_bit():
+    state = torch_weights.load_state_dict(teacher.lite0_weights_path())
+    assert list(state) == list(REFERENCE["tensors"])
+    for name, expected in REFERENCE["tensors"].items():
+        array = np.asarray(state[name])  # tobytes() is C order whatever the strides
+        assert list(array.shape) == expected["shape"] and str(array.dtype) == expected["dtype"]
+        assert hashlib.sha256(array.tobytes()).hexdigest() == expected["sha256"], name
+
+
+def test_the_port_gives_torchs_logits_on_the_cat_photo():
+    pixels = Image.open(CAT_JPEG).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
+    x = (np.asarray(pixels, np.float32) - 127) / 128
+    state = torch_weights.load_state_dict(teacher.lite0_weights_path())
+    features, logits = teacher.efficientnet_lite0(state, with_logits=True)(x[None])
+    logits = np.asarray(logits)[0]
+    np.testing.assert_allclose(logits, REFERENCE["logits"], atol=2e-4)
+    assert teacher.top_classes(logits, 5).tolist() == REFERENCE["logits_top5"]
+    assert float(np.linalg.norm(features)) == pytest.approx(REFERENCE["features_l2"], rel=1e-4)
 
 
 def test_weights_are_read_bit_exactly_from_the_legacy_format():

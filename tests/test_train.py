@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from etils import epath
 
 from pipeline import (
     demo,
@@ -234,3 +235,18 @@ def test_every_flag_is_in_the_help():
         assert result.returncode == 0
         for flag in flags:
             assert flag in result.stdout
+
+
+def test_a_backup_resumes_only_a_run_with_the_same_options(tmp_path, capsys):
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "backup").mkdir(parents=True)
+    config = tiny_config(tmp_path)
+    train_stage.resume_only_the_same_run(epath.Path(checkpoints), DEMO_STUDENT, config)
+    assert not (checkpoints / "backup").exists()  # a backup of unknown options: not resumed
+    assert "options changed since the interrupted run" in capsys.readouterr().out
+    (checkpoints / "backup").mkdir()
+    train_stage.resume_only_the_same_run(epath.Path(checkpoints), DEMO_STUDENT, config)
+    assert (checkpoints / "backup").exists()  # the same options: Keras resumes it
+    other = tiny_config(tmp_path, learning_rate=0.1)
+    train_stage.resume_only_the_same_run(epath.Path(checkpoints), DEMO_STUDENT, other)
+    assert not (checkpoints / "backup").exists()

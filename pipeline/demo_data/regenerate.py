@@ -696,7 +696,8 @@ DUMMY_PSEUDOLABEL_RUN = "20261124T000000-000000"
 
 
 def _write_dummy_pseudolabel() -> list[dict]:
-    """A ``camsdd pseudolabel``-shaped manifest of two pool photos (relative image paths)."""
+    """A ``camsdd pseudolabel``-shaped manifest of two pool photos (paths relative to the
+    work dir: dummy_data/ plays W)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -728,7 +729,8 @@ def _write_dummy_pseudolabel() -> list[dict]:
                 "key": f"urls-{Path(name).stem}",
                 "status": status,
                 "reason": reason,
-                "image_path": image_path,
+                # Relative to the work dir, the folder above the manifest's folder.
+                "image_path": f"pseudolabel/{image_path}",
                 "label": label,
                 "confidence": max(soft),
                 "soft_label": soft,

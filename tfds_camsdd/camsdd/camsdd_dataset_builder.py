@@ -21,17 +21,29 @@ from a stage manifest named by ``CAMSDD_EXTRA_MANIFEST`` (or the config's
 run), a Parquet file or a glob. It needs ``key``, ``status``, ``image_path`` and
 ``label`` (a class folder name); ``confidence``, ``soft_label``, ``source``,
 ``url``, ``license``, ``author`` and ``query_class`` are used when present, and a
-relative ``image_path`` is relative to the manifest. Whatever produced it, every
-extra image is checked against the validation and test images at build time
-(sha256, and both pHashes within the dedup radius): one near-duplicate stops
-the build with an error naming both images, so no validation or test image
-leaks into training even if ``camsdd dedup`` was skipped.
+relative ``image_path`` is relative to the work dir: the folder that holds the
+manifest's stage folder (``W`` for ``W/pseudolabel/manifest-*.parquet``). Whatever
+produced it, every extra image is checked against the validation and test images at
+build time (sha256; both pHashes, and the pHash of the mirrored image, within the
+dedup radius): one near-duplicate stops the build with an error naming both images,
+so no validation or test image leaks into training even if ``camsdd dedup`` was
+skipped.
+
+``tfds build camsdd`` without ``--config`` builds every config in ``BUILDER_CONFIGS``:
+``pseudo`` is listed there only when ``CAMSDD_EXTRA_MANIFEST`` is set, so the bare
+command builds ``official`` and says in one line how to add the pseudo-labeled split.
+Both configs can always be named (``--config pseudo``, ``tfds.load("camsdd/pseudo")``).
+
+Under the ``tfds`` command, a mistake in the input (a missing or damaged manifest,
+missing images, a leak) ends the command with one ``error:`` line, not a traceback.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import sys
 
 # The environment only: all file IO goes through epath (TFDS's builder test
 # replaces this module's `os` to enforce that).
@@ -44,6 +56,7 @@ from absl import logging
 from etils import epath
 
 from pipeline import camsdd_layout, classes, dedup, images, manifest
+from pipeline.errors import UserError
 
 from . import build_report
 
@@ -64,12 +77,47 @@ OFFICIAL_PROVENANCE = {
 }
 
 
-class InvalidCamsddImageError(ValueError):
+class InvalidCamsddImageError(UserError, ValueError):
     """An invalid image under the ``fail`` policy; the message names the file."""
 
 
-class LeakError(ValueError):
+class LeakError(UserError, ValueError):
     """An extra example near-duplicates a validation or test example."""
+
+
+class ExtraManifestError(UserError, ValueError):
+    """The extra split's manifest cannot be used as given; the message says why."""
+
+
+def _under_tfds_command() -> bool:
+    main = getattr(sys.modules.get("__main__"), "__file__", "") or ""
+    return sys.argv[0].rsplit("/", 1)[-1] == "tfds" or "tensorflow_datasets/scripts/cli" in main
+
+
+def _one_line_user_errors() -> None:
+    """Under the ``tfds`` command: a user's mistake prints one ``error:`` line, no traceback.
+
+    Beam may wrap an error raised in a worker; the hook looks through the chain.
+    Anything else (a bug) keeps its full traceback.
+    """
+    previous = sys.excepthook
+
+    def hook(kind, value, traceback):
+        error = value
+        while error is not None and not isinstance(error, UserError):
+            error = error.__cause__ or error.__context__
+        if error is None:
+            previous(kind, value, traceback)
+            return
+        print(f"error: {error}", file=sys.stderr)
+
+    sys.excepthook = hook
+
+
+if _under_tfds_command():
+    _one_line_user_errors()
+    if not sys.stderr.isatty():  # a log, not a terminal: no progress-bar redraws
+        tfds.disable_progress_bar()
 
 
 def invalid_image_policy() -> str:
@@ -193,24 +241,23 @@ def _guard_record(f: camsdd_layout.LabeledFile):
 class _RefuseLeaksDoFn(beam.DoFn):
     """Passes extra examples through; raises LeakError on a validation/test near-duplicate."""
 
-    def __init__(self, radius: int):
+    def __init__(self, radius: int, split: str):
         self._radius = radius
+        self._split = split
         self._built_for = None
 
     def process(self, element, guard):
         if self._built_for != id(guard):
             self._guard = guard
             self._sha = {g["sha256"]: g for g in guard}
-            self._codes = dedup.code_matrix(
-                [g["phash"] for g in guard], [g["phash_frame"] for g in guard]
-            )
+            self._codes = dedup.reference_codes(guard)
             self._built_for = id(guard)
         key, example = element
         record = dedup.reference_record("extra", key, example["image"])
         matched = self._sha.get(record["sha256"])
         distance = 0
         if matched is None and len(self._guard):
-            codes = dedup.code_matrix([record["phash"]], [record["phash_frame"]])
+            codes = dedup.probe_codes([record])
             hits = dedup.hash_matches(codes, self._codes, self._radius)
             if len(hits):
                 best = int(np.argmin(hits.distance))
@@ -223,6 +270,7 @@ class _RefuseLeaksDoFn(beam.DoFn):
                 f"extra split must not leak {' or '.join(GUARDED_SPLITS)} images: run "
                 "`camsdd dedup --reference CAMSDD_ROOT` and build from its output."
             )
+        beam.metrics.Metrics.counter(_COUNTER_NAMESPACE, f"{self._split}/examples").inc()
         yield element
 
 
@@ -249,10 +297,11 @@ def _extra_example(row: dict) -> tuple[str, dict]:
 class _ExtraExamples(beam.PTransform):
     """Kept rows of an extra-split manifest → examples, refused if they leak."""
 
-    def __init__(self, rows: list[dict], guard_files: list[camsdd_layout.LabeledFile]):
+    def __init__(self, rows: list[dict], guard_files: list[camsdd_layout.LabeledFile], split: str):
         super().__init__()
         self._rows = rows
         self._guard_files = guard_files
+        self._split = split
 
     def expand(self, pbegin):
         guard = (
@@ -265,7 +314,9 @@ class _ExtraExamples(beam.PTransform):
             | "ListExtra" >> beam.Create(self._rows)
             | "ReadExtra" >> beam.Map(_extra_example)
             | "RefuseLeaks"
-            >> beam.ParDo(_RefuseLeaksDoFn(dedup.DEFAULT_RADIUS), beam.pvalue.AsList(guard))
+            >> beam.ParDo(
+                _RefuseLeaksDoFn(dedup.DEFAULT_RADIUS, self._split), beam.pvalue.AsList(guard)
+            )
         )
 
 
@@ -283,33 +334,78 @@ EXTRA_OPTIONAL = (
 
 
 def extra_manifest_paths(pointer: str) -> list[str]:
-    """Parquet shards named by a stage directory (its newest complete run), file or glob."""
+    """Parquet shards named by a stage directory (its newest complete run), file or glob.
+
+    Raises ExtraManifestError when nothing matches, or when a glob matches shards of
+    several runs (their rows would be counted twice).
+    """
     location = epath.Path(pointer)
     if location.is_dir():
         shards = [str(p) for p in location.glob("manifest-*.parquet")]
         newest = manifest.newest_complete_run(shards)
         if newest is None:
-            raise FileNotFoundError(f"{pointer} holds no complete manifest-*.parquet run")
+            raise ExtraManifestError(
+                f"{EXTRA_MANIFEST_ENV}={pointer}: the folder holds no complete "
+                "manifest-*.parquet run; run `camsdd pseudolabel` first"
+            )
         return newest[1]
     paths = sorted(str(p) for p in location.parent.glob(location.name))
     if not paths:
-        raise FileNotFoundError(f"no extra-split manifest matches {pointer}")
+        raise ExtraManifestError(f"{EXTRA_MANIFEST_ENV}={pointer}: no such file")
+    runs = manifest.shards_by_run(paths)
+    if len(runs) > 1:
+        raise ExtraManifestError(
+            f"{EXTRA_MANIFEST_ENV}={pointer} matches shards of {len(runs)} runs "
+            f"({', '.join(sorted(runs))}); name the stage folder to use its newest run, "
+            "or one run's shards"
+        )
     return paths
 
 
+def _missing_files(paths: list[str]) -> list[str]:
+    """The paths that do not exist; one listing per folder (a few hundred for 1M images)."""
+    by_folder: dict[str, list[str]] = {}
+    for path in paths:
+        by_folder.setdefault(str(epath.Path(path).parent), []).append(path)
+    missing = []
+    for folder, wanted in sorted(by_folder.items()):
+        try:
+            present = {p.name for p in epath.Path(folder).iterdir()}
+        except (FileNotFoundError, NotADirectoryError):
+            present = set()
+        missing += [p for p in wanted if epath.Path(p).name not in present]
+    return missing
+
+
+def manifest_work_dir(path: str) -> epath.Path:
+    """The work dir a stage manifest's relative paths refer to: above its stage folder."""
+    return epath.Path(path).parent.parent
+
+
 def read_extra_manifest(pointer: str) -> list[dict]:
-    """Kept rows of an extra-split manifest, image paths resolved; errors name the problem."""
+    """Kept rows of an extra-split manifest, image paths resolved.
+
+    Raises ExtraManifestError naming the problem: a file that is not Parquet, missing
+    columns, unknown labels, images that are not there (all of them are listed), or
+    a run that kept nothing.
+    """
     import pyarrow.parquet as pq
 
     rows = []
-    for path in extra_manifest_paths(pointer):
-        with epath.Path(path).open("rb") as handle:
-            table = pq.read_table(handle)
+    paths = extra_manifest_paths(pointer)
+    for path in paths:
+        try:
+            # Whole bytes, then pyarrow: reads the same from local disk and gs://.
+            table = pq.read_table(io.BytesIO(epath.Path(path).read_bytes()))
+        except Exception as error:  # pyarrow raises several types for damaged files
+            raise ExtraManifestError(
+                f"{path} is not a readable Parquet manifest ({str(error).splitlines()[0]})"
+            ) from None
         missing = [c for c in EXTRA_REQUIRED if c not in table.column_names]
         if missing:
-            raise ValueError(f"{path}: an extra-split manifest needs columns {missing}")
+            raise ExtraManifestError(f"{path}: an extra-split manifest needs columns {missing}")
         columns = [*EXTRA_REQUIRED, *(c for c in EXTRA_OPTIONAL if c in table.column_names)]
-        base = epath.Path(path).parent
+        base = manifest_work_dir(path)
         for row in table.select(columns).to_pylist():
             if row["status"] != "kept":
                 continue
@@ -317,10 +413,37 @@ def read_extra_manifest(pointer: str) -> list[dict]:
             if not image_path.is_absolute() and "://" not in row["image_path"]:
                 row["image_path"] = str(base / image_path)
             rows.append(row)
+    if not rows:
+        raise ExtraManifestError(
+            f"{pointer}: the manifest keeps no image (every row is dropped), so there is no "
+            "extra split to build; lower `camsdd pseudolabel --target-precision`, review "
+            "the candidates, or build `--config official`"
+        )
     unknown = sorted({r["label"] for r in rows} - set(classes.CLASS_FOLDERS))
     if unknown:
-        raise ValueError(f"{pointer}: labels {unknown} are not CamSDD class folders")
+        raise ExtraManifestError(f"{pointer}: labels {unknown} are not CamSDD class folders")
+    absent = _missing_files([r["image_path"] for r in rows])
+    if absent:
+        raise ExtraManifestError(
+            f"{pointer}: {len(absent)} of {len(rows)} kept images are missing: " + ", ".join(absent)
+        )
     return rows
+
+
+OFFICIAL = CamsddConfig(
+    name="official",
+    description="The official train, validation and test splits only.",
+)
+PSEUDO = CamsddConfig(
+    name="pseudo",
+    description="Official splits plus extra_pseudo, the pseudo-labeled images of "
+    "`camsdd pseudolabel` (set CAMSDD_EXTRA_MANIFEST to W/pseudolabel).",
+    extra_splits=("extra_pseudo",),
+)
+ADD_PSEUDO_HINT = (
+    "camsdd/pseudo (official + extra_pseudo) is built when its manifest is named: "
+    f"{EXTRA_MANIFEST_ENV}=W/pseudolabel tfds build camsdd --config pseudo ..."
+)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -332,19 +455,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         "1.1.0": "The pseudo config: extra_pseudo, pseudo-labeled crawled images with "
         "confidence, soft label and provenance.",
     }
-    BUILDER_CONFIGS = [
-        CamsddConfig(
-            name="official",
-            description="The official train, validation and test splits only.",
-        ),
-        CamsddConfig(
-            name="pseudo",
-            description="Official splits plus extra_pseudo, the pseudo-labeled images of "
-            "`camsdd pseudolabel` (set CAMSDD_EXTRA_MANIFEST to W/pseudolabel).",
-            extra_splits=("extra_pseudo",),
-        ),
-    ]
+    # What a bare `tfds build camsdd` builds: `pseudo` only when its manifest is named.
+    BUILDER_CONFIGS = [OFFICIAL, PSEUDO] if environ.get(EXTRA_MANIFEST_ENV) else [OFFICIAL]
     DEFAULT_BUILDER_CONFIG_NAME = "official"
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def builder_configs(cls) -> dict[str, tfds.core.BuilderConfig]:
+        """Every config, whatever the environment: `--config pseudo` and loads find both."""
+        return {config.name: config for config in (OFFICIAL, PSEUDO)}
+
     MANUAL_DOWNLOAD_INSTRUCTIONS = camsdd_layout.LAYOUT_HELP
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -384,7 +504,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         try:
             return camsdd_layout.find_camsdd_root(manual_dir)
         except camsdd_layout.CamsddLayoutError:
-            archive = manual_dir / "CamSDD.zip"
+            archive = manual_dir / camsdd_layout.ARCHIVE_NAME
             if not archive.exists():
                 raise
         logging.info("Extracting %s", archive)
@@ -393,12 +513,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         policy = invalid_image_policy()
         scan = camsdd_layout.scan_camsdd(self._camsdd_root(dl_manager))
-        for split_scan in scan.splits.values():
-            if not split_scan.files:
-                raise camsdd_layout.CamsddLayoutError(
-                    f"{scan.root}/{split_scan.folder}/ holds no images."
-                    f"\n\n{camsdd_layout.LAYOUT_HELP}"
-                )
+        camsdd_layout.check_buildable(scan)
         logging.info("%s", scan.summary())
         for warning in scan.count_warnings():
             logging.warning("CamSDD layout: %s", warning)
@@ -411,19 +526,30 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             )
             for split, split_scan in scan.splits.items()
         }
+        self._extra = None
         if extra_splits:
             pattern = self.builder_config.extra_manifest or environ.get(EXTRA_MANIFEST_ENV)
             if not pattern:
-                raise ValueError(
+                raise ExtraManifestError(
                     f"config {self.builder_config.name} has extra splits {extra_splits}: set "
                     f"{EXTRA_MANIFEST_ENV} to the manifest that lists their images (the "
                     "`camsdd pseudolabel` stage directory W/pseudolabel), or build only the "
                     "official splits with `--config official`"
                 )
             guard_files = [f for s in GUARDED_SPLITS for f in scan.splits[s].files]
+            paths = extra_manifest_paths(pattern)
             rows = read_extra_manifest(pattern)
+            runs = sorted(manifest.shards_by_run(paths))
+            self._extra = {
+                "manifest": pattern,
+                "shards": paths,
+                "run_id": runs[0] if runs else None,
+                "rows": len(rows),
+            }
             for split in extra_splits:
-                generators[split] = _ExtraExamples(rows, guard_files)
+                generators[split] = _ExtraExamples(rows, guard_files, split)
+        elif PSEUDO not in self.BUILDER_CONFIGS:
+            logging.info("%s", ADD_PSEUDO_HINT)
         return generators
 
     def _generate_examples(self, files, policy, issues_path, with_provenance=False):
@@ -448,6 +574,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             counters=counters,
             policy=self._policy,
         )
+        if self._extra is not None:
+            report["extra"] = {
+                split: {
+                    "manifest": self._extra["manifest"],
+                    "manifest_shards": self._extra["shards"],
+                    "run_id": self._extra["run_id"],
+                    "kept_rows": self._extra["rows"],
+                    "examples_written": counters.get(f"{split}/examples", 0),
+                }
+                for split in self.builder_config.extra_splits
+            }
         (self.data_path / build_report.REPORT_FILE).write_text(json.dumps(report, indent=2))
         # Once, as a table; at WARNING when something was skipped, repaired or is off.
         level = logging.WARNING if build_report.problem_lines(report) else logging.INFO
