@@ -37,6 +37,7 @@ test-fast: lint
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 bench: venv
 	$(BIN)/python benchmarks/bench_build.py

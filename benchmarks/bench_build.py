@@ -34,8 +34,8 @@ import apache_beam as beam  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 from absl import logging  # noqa: E402
 
-from pipeline import beam_options  # noqa: E402
 from pipeline.demo_data import CAMSDD_ROOT  # noqa: E402
+from pipeline.stages import options as beam_options  # noqa: E402
 from tfds_camsdd.camsdd import camsdd_dataset_builder  # noqa: E402
 
 

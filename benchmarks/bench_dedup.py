@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import dedup, hamming  # noqa: E402
+from pipeline.core import dedup, hamming  # noqa: E402
 
 
 def planted_codes(n: int, radius: int, seed: int = 0) -> tuple[np.ndarray, int]:

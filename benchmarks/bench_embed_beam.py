@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_embed_beam.py [--images 384] [--batch-size 32]
 
 Both paths read the same demo JPEGs (the 67 labeled photos, repeated), decode
-them with ``embeddings.to_array`` and run the same teacher on batches of the
+them with ``image_store.read_pixels`` and run the same teacher on batches of the
 same size; both include building the model. The Beam path is the one ``camsdd
 embed`` uses (Create → Decode → RunInference(KeyedModelHandler(TeacherModelHandler)))
 on the local runner. Target: Beam within 20% of direct.
@@ -25,27 +25,35 @@ import numpy as np  # noqa: E402
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 
-from pipeline import beam_options, embeddings, teacher  # noqa: E402
 from pipeline.demo_data import CAMSDD_ROOT  # noqa: E402
+from pipeline.models import teacher  # noqa: E402
+from pipeline.stages import embed  # noqa: E402
+from pipeline.stages import options as beam_options  # noqa: E402
+from pipeline.store import image_store  # noqa: E402
+
+
+def to_array(item):
+    sha, path = item
+    return sha, image_store.read_pixels(path)
 
 
 def direct(items, batch_size: int) -> int:
     model = teacher.build_teacher(teacher.DEFAULT_TEACHER)
     done = 0
     for i in range(0, len(items), batch_size):
-        arrays = [embeddings.to_array(item)[1] for item in items[i : i + batch_size]]
+        arrays = [to_array(item)[1] for item in items[i : i + batch_size]]
         done += len(np.asarray(model(np.stack(arrays), training=False)))
     return done
 
 
 def through_beam(items, batch_size: int) -> int:
-    handler = embeddings.TeacherModelHandler(teacher.DEFAULT_TEACHER, batch_size)
+    handler = embed.TeacherModelHandler(teacher.DEFAULT_TEACHER, batch_size)
     options = PipelineOptions(beam_options.with_local_runner([]))
     with beam.Pipeline(options=options) as pipeline:
         _ = (
             pipeline
             | beam.Create(items)
-            | "Decode" >> beam.Map(embeddings.to_array)
+            | "Decode" >> beam.Map(to_array)
             | RunInference(KeyedModelHandler(handler))
             | beam.Map(lambda kv: beam.metrics.Metrics.counter("bench", "embedded").inc())
         )

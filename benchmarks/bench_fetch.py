@@ -21,9 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from crawlers import crawl, lists
-from pipeline import fetch, fetch_stage
+from crawlers import lists
 from pipeline.demo_data import CANDIDATES_DIR
+from pipeline.stages import crawl
+from pipeline.stages import fetch as fetch_stage
+from pipeline.stages import fetch_record as fetch
 
 
 def free_port() -> int:

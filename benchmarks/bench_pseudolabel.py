@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import pseudolabel  # noqa: E402
+from pipeline.core import pseudolabel  # noqa: E402
 
 
 def score(kfold, tau, x):

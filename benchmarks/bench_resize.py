@@ -3,7 +3,7 @@
 Inputs: 12-megapixel (4000×3000) JPEGs made from real photos of the demo data
 (upscaled, then JPEG q90, as a phone camera would write them).
 
-  ours      pipeline.resizer.normalize: header checks, reduced-scale (DCT) decode,
+  ours      pipeline.core.resizer.normalize: header checks, reduced-scale (DCT) decode,
             EXIF transpose, RGB, 3:2 crop + LANCZOS to 576×384, quality filters,
             JPEG q95 encode, sha256 and perceptual hash
   baseline  plain PIL: Image.open + convert("RGB") + resize((576, 384), LANCZOS)
@@ -23,7 +23,7 @@ import time
 
 from PIL import Image
 
-from pipeline import resizer
+from pipeline.core import resizer
 from pipeline.demo_data import CANDIDATES_DIR, DEMO_DIR
 
 

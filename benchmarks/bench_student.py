@@ -31,14 +31,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import (  # noqa: E402
-    demo,
-    scene_metrics,
-    student,
-    student_data,
-    tflite_model,
-    train_stage,
-)
+from pipeline.cli import demo
+from pipeline.core import scene_metrics
+from pipeline.models import student, student_data, tflite_model
+from pipeline.models import train as train_stage
 
 DEMO_STUDENT = demo.DEMO_STUDENT
 

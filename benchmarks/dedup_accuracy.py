@@ -5,7 +5,7 @@
 Originals: the real photos of Debian's ``gcompris-qt-data`` when installed
 (``apt-get install --no-install-recommends gcompris-qt-data``; about 120 distinct
 photos ≥ 384 px), else the embedded demo photos. Each original gets every edit in
-``pipeline.variants``; every edited copy goes through the real fetch resizer and
+``pipeline.core.variants``; every edited copy goes through the real fetch resizer and
 is searched against ALL originals, so a hit on another original is a false
 positive. The originals include many similar photos (several monuments, fish,
 landscapes), which are the hard negatives.
@@ -31,7 +31,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import dedup, images, resizer, variants  # noqa: E402
+from pipeline.core import dedup, images, resizer, variants  # noqa: E402
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR  # noqa: E402
 
 GCOMPRIS_RCC = Path("/usr/share/gcompris-qt/rcc")
@@ -92,11 +92,9 @@ def normalized(data: bytes) -> resizer.NormalizedImage:
 
 
 def embed(model, jpegs: list[bytes]) -> np.ndarray:
-    from pipeline import embeddings
-
     out = []
     for start in range(0, len(jpegs), 32):
-        batch = np.stack([embeddings.decode_stored(j) for j in jpegs[start : start + 32]])
+        batch = np.stack([images.decode_stored(j) for j in jpegs[start : start + 32]])
         out.append(np.asarray(model(batch, training=False)))
     return dedup.normalize_rows(np.concatenate(out))
 
@@ -165,7 +163,7 @@ def main() -> None:
     for radius in (int(r) for r in args.sweep.split(",")):
         print(row(f"dedup r={radius}", distance <= radius))
     if args.embeddings:
-        from pipeline import teacher
+        from pipeline.models import teacher
 
         model = teacher.build_teacher()
         started_embedding = time.perf_counter()

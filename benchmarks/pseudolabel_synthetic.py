@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import pseudolabel  # noqa: E402
+from pipeline.core import pseudolabel  # noqa: E402
 
 
 def synthetic(seed: int = 0, dim: int = 64):

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from crawlers.records import Candidate
-from pipeline import classes
+from pipeline.core import classes
 
 try:  # Python 3.9+: importlib.resources.files
     from importlib.resources import files as _package_files

@@ -18,6 +18,7 @@ from typing import Any
 from crawlers.base import Page, Query, Source
 from crawlers.http import HttpError, PoliteClient, register_secret
 from crawlers.records import Candidate
+from pipeline.core.errors import UserError
 
 ENDPOINT = "https://api.flickr.com/services/rest/"
 API_KEY_ENV = "FLICKR_API_KEY"
@@ -52,7 +53,7 @@ DEFAULT_LICENSES = ("4", "5", "7", "8", "9", "10", "11", "12")
 URL_EXTRAS = ("url_l", "url_c", "url_o")
 
 
-class MissingApiKeyError(RuntimeError):
+class MissingApiKeyError(UserError, RuntimeError):
     pass
 
 

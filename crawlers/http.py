@@ -22,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from pipeline import __version__
-from pipeline.errors import RecordError
+from pipeline.core.errors import RecordError
 
 DEFAULT_USER_AGENT = (
     f"camsdd/{__version__} (+https://github.com/camsdd/camsdd; dataset research crawler)"

@@ -26,7 +26,7 @@ from etils import epath
 
 from crawlers.base import Page, Query, Source
 from crawlers.records import Candidate
-from pipeline import classes
+from pipeline.core import classes
 
 PAGE_ROWS = 50_000
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")

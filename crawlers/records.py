@@ -8,8 +8,8 @@ from typing import Any
 
 import pyarrow as pa
 
-KEPT = "kept"
-DROPPED = "dropped"
+from pipeline.core import schema
+from pipeline.core.schema import DROPPED, KEPT
 
 
 def candidate_key(source: str, source_id: str) -> str:
@@ -58,19 +58,8 @@ class Candidate:
 #: Column order of ``W/crawl/manifest-*.parquet``.
 SCHEMA = pa.schema(
     [
-        ("key", pa.string()),
-        ("status", pa.string()),
-        ("reason", pa.string()),
-        ("url", pa.string()),
-        ("page_url", pa.string()),
-        ("source", pa.string()),
-        ("source_id", pa.string()),
-        ("query_class", pa.string()),
-        ("query", pa.string()),
-        ("license", pa.string()),
-        ("license_url", pa.string()),
-        ("author", pa.string()),
-        ("title", pa.string()),
+        *schema.status_fields(),
+        *schema.provenance_fields(),
         ("width", pa.int64()),
         ("height", pa.int64()),
     ]

@@ -93,7 +93,7 @@ def demo_tfds(tmp_path_factory) -> Path:
     ``camsdd/pseudo`` gets its extra_pseudo split from the dummy pseudolabel manifest
     (2 kept real photos from the demo candidate pool, no leaks).
     """
-    from pipeline import demo
+    from pipeline.cli import demo
     from tfds_camsdd.camsdd import camsdd_dataset_builder
 
     data_dir = tmp_path_factory.mktemp("demo_tfds")

@@ -15,7 +15,9 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image, ImageOps
 
-from pipeline import beam_options, camsdd_layout, images, variants
+from pipeline.core import images, variants
+from pipeline.stages import options as beam_options
+from pipeline.store import camsdd_layout
 from tfds_camsdd.camsdd import build_report, camsdd_dataset_builder
 
 from .helpers import CAT_JPEG

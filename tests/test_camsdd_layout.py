@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import camsdd_layout, classes
-from pipeline.camsdd_layout import CamsddLayoutError
+from pipeline.core import classes
+from pipeline.store import camsdd_layout
+from pipeline.store.camsdd_layout import CamsddLayoutError
 
 
 def test_finds_the_root_one_level_down_and_skips_macos_junk(manual_dir):

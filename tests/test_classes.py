@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from pipeline import classes
+from pipeline.core import classes
 
 
 def test_thirty_classes_with_label_equal_to_prefix_minus_one():

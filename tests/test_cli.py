@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import tensorflow_datasets as tfds
 
-from pipeline import beam_options, manifest, quiet
+from pipeline.core import quiet
+from pipeline.stages import options as beam_options
+from pipeline.store import manifest
 
 from .helpers import BIN, DEMO_CAMSDD, DUMMY_DATA, REPO, run
 
@@ -232,3 +234,16 @@ def test_a_mistake_in_the_extra_split_is_one_line_under_the_tfds_command(tmp_pat
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+
+
+def test_check_starts_without_beam_or_tensorflow(tmp_path):
+    """A subcommand's module is imported only when it runs: `check` needs neither."""
+    code = (
+        "import sys; from pipeline import cli; "
+        f"code = cli.main(['check', {str(DEMO_CAMSDD)!r}]); "
+        "heavy = [m for m in ('apache_beam', 'tensorflow', 'keras') if m in sys.modules]; "
+        "print('loaded:', heavy); sys.exit(code)"
+    )
+    result = run([str(BIN / "python"), "-c", code], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "loaded: []" in result.stdout

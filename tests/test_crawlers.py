@@ -12,9 +12,10 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from crawlers import base, commons, crawl, flickr, lists, openverse
+from crawlers import base, commons, flickr, lists, openverse
 from crawlers.base import Query
 from crawlers.http import ClientConfig, PoliteClient
+from pipeline.stages import crawl
 from tests.helpers import BIN, REPO
 from tests.loopback import FlickrPhoto
 
@@ -28,7 +29,7 @@ def _client(**overrides) -> PoliteClient:
 
 def _manifest(work) -> list[dict]:
     rows = []
-    for path in sorted((work / "crawl").glob("manifest-*.parquet")):
+    for path in sorted((work / "crawl").glob("*/manifest-*.parquet")):
         rows += pq.read_table(io.BytesIO(path.read_bytes())).to_pylist()
     return rows
 
@@ -88,7 +89,7 @@ def test_flickr_license_choice_is_recorded(server, tmp_path):
     source = _flickr(server, licenses=("9",))
     crawl.crawl(source, [Query("10_Waterfall", "waterfall")], str(tmp_path), progress=False)
     assert {r["license"] for r in _manifest(tmp_path)} == {"CC0 1.0"}
-    run = json.loads((tmp_path / "crawl" / "state" / "flickr" / "run.json").read_text())
+    run = json.loads((tmp_path / "crawl" / "flickr" / "state" / "run.json").read_text())
     assert run["settings"]["licenses"] == ["9"]
     assert run["settings"]["license_names"] == ["CC0 1.0"]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import dedup, images, resizer, variants
+from pipeline.core import dedup, images, resizer, variants
 from pipeline.demo_data import CAMSDD_ROOT
 
 PERMISSIVE = resizer.FilterConfig(min_contrast=0, min_chroma=-1, min_sharpness=0)

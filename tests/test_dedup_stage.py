@@ -11,19 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from pipeline import (
-    classes,
-    cli,
-    dedup_stage,
-    demo,
-    embed_stage,
-    embeddings,
-    manifest,
-    pseudolabel,
-    pseudolabel_stage,
-    teacher,
-)
+from pipeline import cli
+from pipeline.cli import demo
+from pipeline.core import classes, pseudolabel
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR
+from pipeline.models import teacher
+from pipeline.stages import dedup as dedup_stage
+from pipeline.stages import embed as embed_stage
+from pipeline.stages import pseudolabel as pseudolabel_stage
+from pipeline.store import embedding_cache as embeddings
+from pipeline.store import manifest
 
 SPLIT_OF_FOLDER = {
     "training": "duplicate_of_train",

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline import camsdd_layout, classes
+from pipeline.core import classes
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR, DEMO_DIR
+from pipeline.store import camsdd_layout
 
 from .helpers import DUMMY_DATA
 

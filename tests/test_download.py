@@ -7,8 +7,10 @@ import time
 
 import pytest
 
+from crawlers import download
 from crawlers.http import ClientConfig, HostRateLimiter, HttpError, PoliteClient
-from pipeline import download, fetch, resizer
+from pipeline.core import resizer
+from pipeline.stages import fetch_record as fetch
 
 
 def _client(**overrides) -> PoliteClient:

@@ -7,8 +7,13 @@ import json
 
 import pytest
 
-from crawlers import crawl, lists
-from pipeline import fetch, fetch_report, fetch_stage, manifest, resizer
+from crawlers import lists
+from pipeline.core import resizer
+from pipeline.reports import fetch_report
+from pipeline.stages import crawl
+from pipeline.stages import fetch as fetch_stage
+from pipeline.stages import fetch_record as fetch
+from pipeline.store import manifest
 
 #: path on the loopback server -> the reason fetch must give (None: kept).
 EXPECTED = {

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipeline import hamming
+from pipeline.core import hamming
 
 
 def _planted(rng, n, radius):

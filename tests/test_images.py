@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import images
+from pipeline.core import images
 
 from .helpers import CAT_JPEG
 

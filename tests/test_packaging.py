@@ -55,7 +55,7 @@ def test_readme_dataflow_options_are_known_complete_and_shippable(tmp_path, sour
     with tarfile.open(sdist) as tar:
         members = tar.getnames()
     assert any(m.endswith("tfds_camsdd/camsdd/camsdd_dataset_builder.py") for m in members)
-    assert any(m.endswith("pipeline/images.py") for m in members)
+    assert any(m.endswith("pipeline/core/images.py") for m in members)
 
 
 def test_wheel_ships_the_dataset_card_dummy_data_and_demo_photos(tmp_path, source_tree):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from pipeline import pseudolabel as pl
-from pipeline import pseudolabel_eval
-from pipeline.classes import NUM_CLASSES
+from pipeline.core import pseudolabel as pl
+from pipeline.core import pseudolabel_eval
+from pipeline.core.classes import NUM_CLASSES
 
 
 def probs(rows: dict[int, float]) -> np.ndarray:

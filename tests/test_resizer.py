@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import resizer
-from pipeline.images import InvalidImageError
+from pipeline.core import resizer
+from pipeline.core.images import InvalidImageError
 from tests.helpers import DEMO_CAMSDD, encode
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import images, scene_metrics, student, torch_weights
+from pipeline.core import images, scene_metrics, torch_weights
+from pipeline.models import student
 
 from .helpers import CAT_JPEG
 

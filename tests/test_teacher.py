@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import images, teacher, torch_weights
+from pipeline.core import images, torch_weights
+from pipeline.models import teacher
 
 from .helpers import CAT_JPEG
 

@@ -14,16 +14,12 @@ import pytest
 import tensorflow as tf
 from etils import epath
 
-from pipeline import (
-    demo,
-    evaluate_stage,
-    quantize_stage,
-    scene_metrics,
-    student,
-    student_data,
-    tflite_model,
-    train_stage,
-)
+from pipeline.cli import demo
+from pipeline.core import scene_metrics
+from pipeline.models import evaluate as evaluate_stage
+from pipeline.models import quantize as quantize_stage
+from pipeline.models import student, student_data, tflite_model
+from pipeline.models import train as train_stage
 
 DEMO_STUDENT = demo.DEMO_STUDENT
 

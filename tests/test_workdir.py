@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import manifest, workdir
+from pipeline.store import manifest, workdir
 
 from .helpers import BIN, DEMO_CAMSDD, camsdd
 
@@ -153,7 +153,7 @@ def test_a_damaged_input_manifest_is_one_line_naming_it_and_nothing_is_lost(
     assert _fetch("w", tmp_path).returncode == 0
     before = manifest.latest_run(str(tmp_path / "w"), "fetch")
 
-    crawl_manifest = tmp_path / "w" / "crawl" / "manifest-list.parquet"
+    (crawl_manifest,) = (tmp_path / "w" / "crawl" / "list").glob("manifest-*.parquet")
     data = crawl_manifest.read_bytes()
     crawl_manifest.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
     result = _fetch("w", tmp_path)

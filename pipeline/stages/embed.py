@@ -1,0 +1,212 @@
+"""``camsdd embed``: teacher embeddings of every kept candidate and labeled image, once.
+
+::
+
+  W/fetch/manifest (kept: sha256, image_path)    W/reference (labeled files: sha256, path)
+                  \\                                  /
+                   CoGroupByKey(sha256) with the cache: only images not yet embedded
+                   → decode → RunInference(TeacherModelHandler, batched)
+                   → W/embed/<model id>/vectors-<run>-*.parquet (appended to the cache)
+
+Runs after fetch and before dedup, so dedup's embedding matches and pseudolabel's
+heads read the same vectors: nothing is embedded twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import Metrics
+from apache_beam.ml.inference.base import (
+    KeyedModelHandler,
+    ModelHandler,
+    PredictionResult,
+    RunInference,
+)
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.core import schema
+from pipeline.core.errors import UserError
+from pipeline.models import teacher
+from pipeline.stages import options as beam_options
+from pipeline.stages import reference as reference_stage
+from pipeline.store import embedding_cache, image_store, manifest, workdir
+
+NAMESPACE = "camsdd.embed"
+STAGE = "embed"
+UNREADABLE = "unreadable"
+
+
+class UnreadableImagesError(UserError):
+    """Images the teacher could not read; the vectors of the others are cached."""
+
+
+def _new_only(element):
+    sha, grouped = element
+    if grouped["cached"]:
+        Metrics.counter(NAMESPACE, "cached").inc()
+        return
+    Metrics.counter(NAMESPACE, "to_embed").inc()
+    yield sha, grouped["item"][0]
+
+
+def _decoded(item):
+    sha, path = item
+    pixels = image_store.read_pixels(path)
+    if pixels is not None:
+        yield sha, pixels
+    else:
+        Metrics.counter(NAMESPACE, UNREADABLE).inc()
+        yield beam.pvalue.TaggedOutput(UNREADABLE, path)
+
+
+class TeacherModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
+    """RunInference handler: uint8 576×384 arrays in, embeddings out, in batches."""
+
+    def __init__(self, spec: teacher.TeacherSpec, max_batch_size: int = 32):
+        self.spec = spec
+        self.max_batch_size = max_batch_size
+
+    def load_model(self):
+        return teacher.build_teacher(self.spec)
+
+    def run_inference(self, batch, model, inference_args=None) -> Iterable[PredictionResult]:
+        vectors = np.asarray(model(np.stack(batch), training=False))
+        return [PredictionResult(x, v) for x, v in zip(batch, vectors, strict=True)]
+
+    def get_num_bytes(self, batch) -> int:
+        return sum(x.nbytes for x in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return NAMESPACE
+
+    def batch_elements_kwargs(self) -> dict[str, Any]:
+        return {"min_batch_size": 1, "max_batch_size": self.max_batch_size}
+
+
+def _row(element) -> dict[str, Any]:
+    sha, result = element
+    Metrics.counter(NAMESPACE, "embedded").inc()
+    return {"sha256": sha, "vector": [float(v) for v in result.inference]}
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    *,
+    work: str,
+    fetch_paths: list[str],
+    labeled: list[tuple[str, str]],
+    cached: list[str],
+    output_prefix: str,
+    unreadable_prefix: str,
+    handler: TeacherModelHandler,
+) -> None:
+    candidates = (
+        pipeline
+        | "FetchManifests" >> beam.Create(fetch_paths)
+        | "ReadFetch" >> beam.io.ReadAllFromParquet(columns=["status", "sha256", "image_path"])
+        | "FetchKept" >> beam.Filter(lambda r: r["status"] == schema.KEPT)
+        | "CandidateItems"
+        >> beam.Map(lambda r: (r["sha256"], workdir.resolve(work, r["image_path"])))
+    )
+    labeled = pipeline | "ListLabeled" >> beam.Create(labeled)
+    cached_shas = (
+        pipeline
+        | "CacheShards" >> beam.Create(cached)
+        | "ReadCache" >> beam.io.ReadAllFromParquet(columns=["sha256"])
+        | "KeyCached" >> beam.Map(lambda r: (r["sha256"], True))
+    )
+    decoded = (
+        {"item": (candidates, labeled) | "AllImages" >> beam.Flatten(), "cached": cached_shas}
+        | "JoinCache" >> beam.CoGroupByKey()
+        | "NewOnly" >> beam.FlatMap(_new_only)
+        | "Spread" >> beam.Reshuffle()
+        | "Decode" >> beam.FlatMap(_decoded).with_outputs(UNREADABLE, main="pixels")
+    )
+    _ = decoded[UNREADABLE] | "WriteUnreadable" >> beam.io.WriteToText(
+        unreadable_prefix, file_name_suffix=".txt"
+    )
+    _ = (
+        decoded.pixels
+        | "Embed" >> RunInference(KeyedModelHandler(handler))
+        | "ToRow" >> beam.Map(_row)
+        | "Write"
+        >> beam.io.WriteToParquet(
+            output_prefix, embedding_cache.SCHEMA, file_name_suffix=".parquet"
+        )
+    )
+
+
+def run_embed(
+    work: str,
+    reference_root: str | None = None,
+    spec: teacher.TeacherSpec = teacher.DEFAULT_TEACHER,
+    beam_args: Sequence[str] = (),
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Embeds what is not cached yet; returns counts and the cache location.
+
+    Raises UnreadableImagesError (after caching every readable image) when some images
+    could not be read; it names them.
+    """
+    work = workdir.absolute(work)
+    with workdir.stage_run(work, STAGE):
+        summary = _run_embed(work, reference_root, spec, beam_args, batch_size)
+    if summary["unreadable"]:
+        shown = ", ".join(summary["unreadable_paths"][:5])
+        more = len(summary["unreadable_paths"]) - 5
+        raise UnreadableImagesError(
+            f"{summary['unreadable']} images could not be read ({shown}"
+            + (f" and {more} more" if more > 0 else "")
+            + f"); {summary['embedded']} others embedded into {summary['cache']}"
+        )
+    return summary
+
+
+def _run_embed(
+    work: str,
+    reference_root: str | None,
+    spec: teacher.TeacherSpec,
+    beam_args: Sequence[str],
+    batch_size: int,
+) -> dict[str, Any]:
+    started = time.monotonic()
+    latest_fetch = manifest.require_run(work, "fetch", f"camsdd fetch --work {work}")
+    rows = reference_stage.ensure_reference(work, reference_root, beam_args)
+    labeled = [(r["sha256"], r["path"]) for r in rows if r["status"] == schema.KEPT]
+    run_id = manifest.new_run_id()
+    output_prefix = FileSystems.join(embedding_cache.model_dir(work, spec), f"vectors-{run_id}")
+    unreadable_prefix = FileSystems.join(manifest.stage_dir(work, STAGE), f"unreadable-{run_id}")
+    options = PipelineOptions(beam_options.with_local_runner(list(beam_args)))
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(
+            pipeline,
+            work=work,
+            fetch_paths=latest_fetch[1],
+            labeled=labeled,
+            cached=embedding_cache.cached_paths(work, spec),
+            output_prefix=output_prefix,
+            unreadable_prefix=unreadable_prefix,
+            handler=TeacherModelHandler(spec, batch_size),
+        )
+    counters = beam_options.counters(pipeline.result, NAMESPACE)
+    seconds = time.monotonic() - started
+    return {
+        "model": spec.model_id,
+        "cache": embedding_cache.model_dir(work, spec),
+        "embedded": counters.get("embedded", 0),
+        "already_cached": counters.get("cached", 0),
+        "unreadable": counters.get(UNREADABLE, 0),
+        "unreadable_paths": manifest.read_lines(unreadable_prefix + "*", delete=True),
+        # Labeled files that are no image: the build skips them too (and says so).
+        "labeled_unusable": [
+            f"{r['key']} ({r['reason']})" for r in rows if r["status"] != schema.KEPT
+        ],
+        "seconds": round(seconds, 2),
+        "images_per_second": round(counters.get("embedded", 0) / seconds, 2),
+    }

@@ -1,0 +1,353 @@
+"""``camsdd pseudolabel``: K-fold heads on the labeled set; keep confident, agreeing candidates.
+
+::
+
+  CAMSDD_ROOT training/ ──sha256──► cached teacher embeddings ──► K stratified folds
+        → K logistic-regression heads, OOF probabilities → per-class thresholds τ_c
+  W/dedup/manifest (kept) ⋈ W/embed/<model>/ cache  (CoGroupByKey on sha256, Beam)
+        → BatchElements → K heads → soft label, agreement, τ_c, query (ScoreDoFn)
+        → GroupByKey(class) → at most --max-per-class, the most confident first
+        → W/pseudolabel/manifest-<run>-*.parquet (one row per dedup-kept candidate)
+        + report.{json,md}, confidence_histograms.png, reliability.png,
+          label_issues.csv, oof.parquet
+
+The heads are trained in process (a few MB of embeddings even for the full
+CamSDD); scoring, which grows with the crawl, runs in Beam.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import Metrics
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.core import classes, pseudolabel, schema
+from pipeline.core.schema import DROPPED, KEPT
+from pipeline.models import teacher
+from pipeline.reports import pseudolabel_report
+from pipeline.stages import options as beam_options
+from pipeline.stages import reference as reference_stage
+from pipeline.stages import vectors as shared_vectors
+from pipeline.store import embedding_cache, manifest, workdir
+
+STAGE = "pseudolabel"
+NAMESPACE = "camsdd.pseudolabel"
+#: Columns carried over from the dedup manifest.
+#: Carried over from the dedup manifest. The hashes go on to the build, which checks the
+#: image's sha256 and then compares these pHashes instead of decoding it again.
+CARRIED = [
+    pa.field("key", pa.string()),
+    *schema.provenance_fields(),
+    pa.field("sha256", pa.string()),
+    pa.field("phash", pa.uint64()),
+    pa.field("phash_frame", pa.uint64()),
+    pa.field("image_path", pa.string()),
+    pa.field("width", pa.int64()),
+    pa.field("height", pa.int64()),
+]
+SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+        *CARRIED[1:],
+        ("label", pa.string()),  # the pseudo label: a class folder name
+        ("label_index", pa.int64()),
+        ("confidence", pa.float64()),  # max of the soft label
+        ("soft_label", pa.list_(pa.float32())),  # mean of the K heads, NUM_CLASSES values
+        ("head_labels", pa.list_(pa.int64())),  # each head's class
+        ("threshold", pa.float64()),  # τ of the label's class
+        ("heads_agree", pa.bool_()),
+        ("above_threshold", pa.bool_()),
+        ("query_match", pa.bool_()),
+        ("dedup_run_id", pa.string()),
+        ("run_id", pa.string()),
+    ]
+)
+
+
+# ------------------------------------------------------------------ the labeled set
+
+
+@dataclasses.dataclass
+class LabeledSet:
+    """The official training images the heads learn from.
+
+    Attributes:
+      keys: example ids (``train/<class folder>/<file>``).
+      labels: (n,) class indices.
+      vectors: (n, d) their cached teacher embeddings.
+      skipped: (key, why) of training images left out (undecodable files).
+    """
+
+    keys: list[str]
+    labels: np.ndarray
+    vectors: np.ndarray
+    skipped: list[tuple[str, str]]
+
+
+def labeled_training(
+    root: str, work: str, spec: teacher.TeacherSpec, beam_args: Sequence[str] = ()
+) -> LabeledSet:
+    """Training images of CAMSDD_ROOT with their cached embeddings.
+
+    Their sha256 comes from ``W/reference`` (read, not recomputed). A file that is no
+    usable image is skipped (the build skips it too); one with no cached embedding is
+    an error: the cache is stale, so ``camsdd embed --reference`` must run first.
+    """
+    rows = reference_stage.ensure_reference(work, root, beam_args)
+    train = [r for r in rows if r["split"] == "train"]
+    if not train:
+        raise ValueError(f"{root} holds no training images to learn pseudo-labels from")
+    usable = [r for r in train if r["status"] == schema.KEPT]
+    found = embedding_cache.vectors_for(work, spec, [r["sha256"] for r in usable])
+    keys, labels, vectors, missing = [], [], [], []
+    for row in usable:
+        if row["sha256"] in found:
+            keys.append(row["key"])
+            labels.append(classes.class_index(row["class_folder"]))
+            vectors.append(found[row["sha256"]])
+        else:
+            missing.append(row["key"])
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(train)} training images have no {spec.model_id} "
+            f"embedding (e.g. {missing[0]}): run `camsdd embed --work {work} --reference "
+            f"{root}` with the same --teacher first"
+        )
+    skipped = [(r["key"], r["reason"]) for r in train if r["status"] != schema.KEPT]
+    return LabeledSet(keys, np.asarray(labels, np.int64), np.stack(vectors), skipped)
+
+
+# ------------------------------------------------------------------ Beam
+
+
+class ScoreDoFn(beam.DoFn):
+    """Batches of dedup rows (with ``embedding``) → rows with the keep rule's verdict."""
+
+    def __init__(
+        self,
+        heads: list[pseudolabel.Head],
+        tau: np.ndarray,
+        config: pseudolabel.PseudolabelConfig,
+        run_id: str,
+    ):
+        self._heads = heads
+        self._tau = tau
+        self._config = config
+        self._run_id = run_id
+
+    def _base(self, row: dict[str, Any]) -> dict[str, Any]:
+        out = {field.name: row.get(field.name) for field in CARRIED}
+        out.update(dedup_run_id=row.get("run_id"), run_id=self._run_id)
+        return out
+
+    def process(self, batch):
+        scored = [r for r in batch if r.get("embedding") is not None]
+        for row in batch:
+            if row.get("embedding") is None:
+                Metrics.counter(NAMESPACE, f"dropped:{pseudolabel.NOT_EMBEDDED}").inc()
+                yield {**self._base(row), "status": DROPPED, "reason": pseudolabel.NOT_EMBEDDED}
+        if not scored:
+            return
+        x = np.stack([np.asarray(r["embedding"], np.float32) for r in scored])
+        probs = np.stack([head.predict_proba(x) for head in self._heads])
+        query = pseudolabel.class_indices([r.get("query_class") for r in scored])
+        d = pseudolabel.decide(probs, self._tau, query, self._config)
+        for i, row in enumerate(scored):
+            label = int(d.label[i])
+            yield {
+                **self._base(row),
+                "status": KEPT if d.reason[i] is None else DROPPED,
+                "reason": d.reason[i],
+                "label": classes.CLASS_FOLDERS[label],
+                "label_index": label,
+                "confidence": round(float(d.confidence[i]), 6),
+                "soft_label": [round(float(p), 6) for p in d.soft_label[i]],
+                "head_labels": [int(v) for v in d.head_labels[i]],
+                "threshold": float(self._tau[label]) if np.isfinite(self._tau[label]) else None,
+                "heads_agree": bool(d.agree[i]),
+                "above_threshold": bool(d.confident[i]),
+                "query_match": bool(d.query_ok[i]),
+            }
+
+
+def cap_class(element, cap: int):
+    """One class's provisionally kept rows → the ``cap`` most confident stay kept."""
+    _, rows = element
+    rows = sorted(rows, key=lambda r: r["key"])  # deterministic tie-break
+    confidence = np.array([r["confidence"] for r in rows])
+    over = pseudolabel.cap_per_class(
+        np.zeros(len(rows), np.int64), confidence, np.ones(len(rows), bool), cap
+    )
+    for row, is_over in zip(rows, over, strict=True):
+        if is_over:
+            row = {**row, "status": DROPPED, "reason": pseudolabel.OVER_CLASS_CAP}
+        yield row
+
+
+def _count(row: dict[str, Any]) -> dict[str, Any]:
+    if row["status"] == KEPT:
+        Metrics.counter(NAMESPACE, KEPT).inc()
+    elif row["reason"] != pseudolabel.NOT_EMBEDDED:  # counted where it was decided
+        Metrics.counter(NAMESPACE, f"dropped:{row['reason']}").inc()
+    return row
+
+
+def _count_input(row: dict[str, Any]) -> dict[str, Any]:
+    Metrics.counter(NAMESPACE, "inputs").inc()
+    return row
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    *,
+    dedup_paths: list[str],
+    vector_paths: list[str],
+    heads: list[pseudolabel.Head],
+    tau: np.ndarray,
+    config: pseudolabel.PseudolabelConfig,
+    output_prefix: str,
+    run_id: str,
+) -> None:
+    candidates = (
+        pipeline
+        | "DedupManifests" >> beam.Create(dedup_paths)
+        | "ReadDedup" >> beam.io.ReadAllFromParquet()
+        | "DedupKept" >> beam.Filter(lambda r: r["status"] == KEPT)
+        | "CountInputs" >> beam.Map(_count_input)
+    )
+    vectors = shared_vectors.read_vectors(pipeline, vector_paths)
+    scored = (
+        shared_vectors.attach_vectors(candidates, vectors, "Candidates")
+        | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=8192)
+        | "Score" >> beam.ParDo(ScoreDoFn(heads, tau, config, run_id))
+    )
+    provisional = scored | "PassedRules" >> beam.Filter(lambda r: r["status"] == KEPT)
+    failed = scored | "FailedRules" >> beam.Filter(lambda r: r["status"] != KEPT)
+    if config.max_per_class > 0:
+        provisional = (
+            provisional
+            | "ByClass" >> beam.Map(lambda r: (r["label"], r))
+            | "GroupByClass" >> beam.GroupByKey()
+            | "CapPerClass" >> beam.FlatMap(cap_class, config.max_per_class)
+        )
+    _ = (
+        (provisional, failed)
+        | "AllRows" >> beam.Flatten()
+        | "CountOutcomes" >> beam.Map(_count)
+        | "WriteManifest"
+        >> beam.io.WriteToParquet(output_prefix, SCHEMA, file_name_suffix=".parquet")
+    )
+
+
+# ------------------------------------------------------------------ the run
+
+
+def write_oof(path: str, labeled: LabeledSet, kfold: pseudolabel.KFoldHeads) -> None:
+    """Per labeled image: its fold and OOF probabilities (for review in FiftyOne)."""
+    table = pa.table(
+        {
+            "key": labeled.keys,
+            "label_index": labeled.labels,
+            "fold": kfold.fold,
+            "oof": [list(map(float, p)) for p in kfold.oof],
+        }
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    manifest.write_bytes(path, buffer.getvalue())
+
+
+def run_pseudolabel(
+    work: str,
+    labeled_root: str,
+    config: pseudolabel.PseudolabelConfig = pseudolabel.DEFAULT_CONFIG,
+    spec: teacher.TeacherSpec = teacher.DEFAULT_TEACHER,
+    beam_args: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Trains the K heads, scores every dedup-kept candidate, writes manifest and report."""
+    work = workdir.absolute(work)
+    with workdir.stage_run(work, STAGE):
+        return _run_pseudolabel(work, labeled_root, config, spec, beam_args)
+
+
+def _run_pseudolabel(
+    work: str,
+    labeled_root: str,
+    config: pseudolabel.PseudolabelConfig,
+    spec: teacher.TeacherSpec,
+    beam_args: Sequence[str],
+) -> dict[str, Any]:
+    started = time.monotonic()
+    latest_dedup = manifest.require_run(
+        work, "dedup", f"camsdd dedup --work {work} --reference {labeled_root}"
+    )
+    vector_paths = embedding_cache.cached_paths(work, spec)
+    if not vector_paths:
+        raise FileNotFoundError(
+            f"no {spec.model_id} embeddings in "
+            f"{embedding_cache.model_dir(work, spec)}: run "
+            f"`camsdd embed --work {work} --reference {labeled_root}` first"
+        )
+    labeled = labeled_training(labeled_root, work, spec, beam_args)
+    train_started = time.monotonic()
+    kfold = pseudolabel.train_kfold(labeled.vectors, labeled.labels, config)
+    thresholds = pseudolabel.calibrate_thresholds(kfold.oof, labeled.labels, config)
+    train_seconds = time.monotonic() - train_started
+
+    run_id = manifest.new_run_id()
+    options = PipelineOptions(beam_options.with_local_runner(list(beam_args)))
+    with beam.Pipeline(options=options) as pipeline:
+        build_pipeline(
+            pipeline,
+            dedup_paths=latest_dedup[1],
+            vector_paths=vector_paths,
+            heads=kfold.heads,
+            tau=thresholds.tau,
+            config=config,
+            output_prefix=manifest.manifest_prefix(work, STAGE, run_id),
+            run_id=run_id,
+        )
+    counters = beam_options.counters(pipeline.result, NAMESPACE)
+    latest = manifest.latest_run(work, STAGE)
+    if latest is None or latest[0] != run_id:
+        raise RuntimeError(f"the pseudolabel run {run_id} wrote no complete manifest")
+    table = manifest.read_table(latest[1])
+    manifest.delete_other_runs(work, STAGE, run_id)
+
+    stage_dir = manifest.stage_dir(work, STAGE)
+    write_oof(FileSystems.join(stage_dir, "oof.parquet"), labeled, kfold)
+    report = pseudolabel_report.build(
+        table,
+        labeled=labeled,
+        kfold=kfold,
+        thresholds=thresholds,
+        config=config,
+        counters=counters,
+        model=spec.model_id,
+        seconds=time.monotonic() - started,
+        train_seconds=train_seconds,
+        run_id=run_id,
+    )
+    report["manifest"] = latest[1]
+    manifest.write_bytes(
+        FileSystems.join(stage_dir, "label_issues.csv"),
+        pseudolabel_report.label_issues_csv(labeled, kfold).encode(),
+    )
+    for name, png in pseudolabel_report.plots(table, labeled, kfold, thresholds).items():
+        manifest.write_bytes(FileSystems.join(stage_dir, name), png)
+    report["report_files"] = list(
+        manifest.write_report(work, STAGE, report, pseudolabel_report.render_markdown(report))
+    )
+    return report

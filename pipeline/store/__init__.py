@@ -1,0 +1,1 @@
+"""The work dir and the CamSDD tree: manifests, image store, embedding cache; local or gs://."""

@@ -1,0 +1,232 @@
+"""The work directory ``W``: where every stage keeps its files, local or ``gs://``.
+
+Paths that stages write into manifests are relative to ``W``
+(``fetch/images/ab/<sha256>.jpg``) and are resolved against it when read, so a work
+dir works from any current folder, can be moved, and behaves the same on ``gs://``.
+Paths outside ``W`` (a folder source's files, a CAMSDD root) are stored absolute.
+
+A stage that writes into ``W`` holds its lock (``W/<stage>/.lock``) for the whole run:
+a second run of the same stage on the same work dir refuses at once instead of
+racing the first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.core.errors import UserError
+
+
+class WorkDirError(UserError, RuntimeError):
+    """The work dir cannot be used as asked (locked, unwritable …); the message says why."""
+
+
+def is_remote(path: str) -> bool:
+    """``gs://…`` and other URL-style paths (anything with a scheme)."""
+    return "://" in path
+
+
+def absolute(work: str) -> str:
+    """``work`` made absolute (local paths); URLs unchanged; no trailing slash."""
+    work = os.fspath(work)
+    if is_remote(work):
+        return work.rstrip("/")
+    return os.path.abspath(os.path.expanduser(work))
+
+
+def resolve(work: str, path: str | None) -> str | None:
+    """A manifest path made usable: relative paths are relative to ``work``."""
+    if not path:
+        return path
+    if is_remote(path) or os.path.isabs(path):
+        return path
+    return FileSystems.join(work, path)
+
+
+def match(pattern: str) -> list[str]:
+    """Sorted paths matching a glob, local or ``gs://`` (none: an empty list)."""
+    return sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Writes ``data`` to a temporary name beside ``path``, then renames it over ``path``.
+
+    Readers see the old file or the new one, never half of one; a crash leaves a
+    hidden ``.<name>.tmp-*`` file, never a damaged ``path``. The one writer of the work
+    dir: manifests, reports, crawl pages and the image store all go through it.
+    """
+    directory, name = path.rsplit("/", 1)
+    temporary = FileSystems.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    with FileSystems.create(temporary) as handle:
+        handle.write(data)
+    try:
+        FileSystems.rename([temporary], [path])
+    except Exception:
+        with contextlib.suppress(Exception):
+            FileSystems.delete([temporary])
+        raise
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path) as handle:
+        return handle.read()
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def join(*parts: str) -> str:
+    return FileSystems.join(*parts)
+
+
+def relative(work: str, path: str) -> str:
+    """``path`` relative to ``work`` when it lies inside it, else ``path`` unchanged."""
+    prefix = work.rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else path
+
+
+# ------------------------------------------------------------------ the stage lock
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _describe(holder: dict) -> str:
+    return (
+        f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+        if holder
+        else "another process"
+    )
+
+
+@contextlib.contextmanager
+def stage_lock(work: str, stage: str, name: str | None = None) -> Iterator[None]:
+    """Holds ``W/<stage>/.lock`` (``.lock-<name>``) while a stage runs; a second holder
+    gets WorkDirError.
+
+    Local work dirs use ``flock``: the kernel drops the lock when its process dies, so a
+    killed run never leaves it stuck. On ``gs://`` the lock is a small object naming its
+    holder; one left by a dead process on this host is taken over, one from another host
+    must be deleted by hand (the message says which file).
+    """
+    directory = FileSystems.join(work, stage)
+    path = FileSystems.join(directory, f".lock-{name}" if name else ".lock")
+    command = f"camsdd {stage}" + (f" --name {name}" if name else "")
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "stage": stage,
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if is_remote(work):
+        with _remote_lock(path, command, me):
+            yield
+        return
+    import fcntl
+
+    try:
+        os.makedirs(directory, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115  (held for the whole run)
+    except OSError as error:
+        raise WorkDirError(f"cannot write to {directory}: {error.strerror or error}") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                holder = json.loads(handle.read() or "{}")
+            except ValueError:
+                holder = {}
+            raise WorkDirError(
+                f"another `{command}` is running on this work dir ({_describe(holder)}); "
+                f"wait for it to finish (lock: {path})"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(me))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+@contextlib.contextmanager
+def _remote_lock(path: str, command: str, me: dict) -> Iterator[None]:
+    if FileSystems.exists(path):
+        with FileSystems.open(path) as handle:
+            try:
+                holder = json.loads(handle.read().decode() or "{}")
+            except ValueError:
+                holder = {}
+        stale = holder.get("host") == me["host"] and not _alive(int(holder.get("pid", 0)))
+        if not stale:
+            raise WorkDirError(
+                f"another `{command}` holds {path} ({_describe(holder)}); if that run "
+                "is dead, delete the file and start again"
+            )
+    with FileSystems.create(path) as handle:
+        handle.write(json.dumps(me).encode())
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            FileSystems.delete([path])
+
+
+def remove_beam_temp(work: str, stage: str) -> int:
+    """Deletes ``W/<stage>/beam-temp-*``: what an interrupted Beam write leaves behind.
+
+    Called under the stage lock, so no live run owns them. Returns how many went.
+    """
+    pattern = FileSystems.join(work, stage, "beam-temp-*")
+    found = match(pattern)
+    folders = sorted({_temp_folder(work, stage, path) for path in found})
+    if is_remote(work):
+        if found:
+            FileSystems.delete(found)
+        return len(folders)
+    import shutil
+
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+    # Empty temp folders match nothing above: list the stage folder itself.
+    stage_dir = FileSystems.join(work, stage)
+    if os.path.isdir(stage_dir):
+        for entry in os.listdir(stage_dir):
+            if entry.startswith("beam-temp-"):
+                shutil.rmtree(os.path.join(stage_dir, entry), ignore_errors=True)
+                folders.append(entry)
+    return len(set(folders))
+
+
+def _temp_folder(work: str, stage: str, path: str) -> str:
+    prefix = FileSystems.join(work, stage) + "/"
+    return prefix + path[len(prefix) :].split("/", 1)[0]
+
+
+@contextlib.contextmanager
+def stage_run(work: str, stage: str) -> Iterator[None]:
+    """The stage lock, with leftovers of interrupted runs removed on entry and on exit."""
+    with stage_lock(work, stage):
+        remove_beam_temp(work, stage)
+        try:
+            yield
+        finally:
+            remove_beam_temp(work, stage)
