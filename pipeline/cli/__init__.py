@@ -49,6 +49,10 @@ COMMANDS = {
         "ablate",
         "train, quantize and evaluate the student with and without extra_pseudo",
     ),
+    "review": (
+        "review",
+        "review labels in FiftyOne (App on 127.0.0.1); `review export` writes the corrections",
+    ),
 }
 #: Commands that load TensorFlow: it is imported first, with its load-time chatter held back.
 TENSORFLOW_COMMANDS = frozenset({"embed", "train", "quantize", "evaluate", "ablate", "demo"})

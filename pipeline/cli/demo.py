@@ -33,7 +33,7 @@ from pipeline.models import student
 from pipeline.stages import options as beam_options
 from pipeline.store import camsdd_layout
 
-STEPS = 9
+STEPS = 10
 # The demo student: the offline-weights MobileNetV2 with a frozen backbone (43 training
 # photos are too few to fine-tune it), trained long enough to fit them. DEMO_STUDENT is
 # what DEMO_TRAINING's flags build (tests and benchmarks use it directly).
@@ -382,6 +382,15 @@ def run(args: argparse.Namespace) -> int:
     if code:
         print(f"error: the student step failed (exit {code}); see above.", file=sys.stderr)
         return code
+
+    _step(f"10/{STEPS} Review: the FiftyOne dataset of labels, duplicates and Brain fields")
+    command = ["review", "--work", os.fspath(args.work), "--labeled", os.fspath(CAMSDD_ROOT)]
+    print("$ camsdd " + " ".join(command) + " --no-app", flush=True)
+    # Its own process: the review gives FiftyOne a home under W/review.
+    review = subprocess.run([sys.executable, "-m", "pipeline.cli", *command, "--no-app"])
+    if review.returncode:
+        print(f"error: the review step failed (exit {review.returncode})", file=sys.stderr)
+        return review.returncode
 
     print(
         f"\nDone in {time.monotonic() - started:.0f} s. Use it from Python:\n"

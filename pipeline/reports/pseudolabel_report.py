@@ -174,7 +174,33 @@ def render_text(report: dict[str, Any]) -> str:
         f"pooled {teacher['pooled_threshold']}"
     )
     lines.append(f"  label issues in the official train set: {report['label_issues']['count']}")
+    lines += review_lines(report.get("review"))
     return "\n".join(lines)
+
+
+def review_lines(review: dict[str, Any] | None) -> list[str]:
+    """What the reviewers' corrections did; keys with nothing to apply to, by name."""
+    if not review:
+        return []
+    lines = []
+    applied = ", ".join(f"{n} {action}" for action, n in sorted(review["candidates"].items()))
+    if applied or review["official_training_images"]:
+        lines.append(
+            f"  review corrections applied: candidates {applied or 'none'}; official training "
+            f"images {review['official_training_images']} (the heads learn the corrected labels)"
+        )
+    if review["unknown_keys"]:
+        lines.append(
+            f"  WARNING {len(review['unknown_keys'])} corrections name candidates no longer "
+            f"here: {', '.join(review['unknown_keys'][:10])}"
+        )
+    if review["official_not_applied"]:
+        lines.append(
+            f"  WARNING {len(review['official_not_applied'])} corrections of official images "
+            f"outside train are not applied (official splits never change): "
+            f"{', '.join(review['official_not_applied'][:10])}"
+        )
+    return lines
 
 
 def _cell(value: Any) -> str:
@@ -255,6 +281,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         ],
         "",
     ]
+    review = review_lines(report.get("review"))
+    if review:
+        out += ["## Review corrections", "", *[f"- {line.strip()}" for line in review], ""]
     return "\n".join(out)
 
 

@@ -17,6 +17,7 @@ CamSDD); scoring, which grows with the crawl, runs in Beam.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import io
 import time
@@ -31,14 +32,14 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.core import classes, pseudolabel, schema
+from pipeline.core import classes, pseudolabel, review, schema
 from pipeline.core.schema import DROPPED, KEPT
 from pipeline.models import teacher
 from pipeline.reports import pseudolabel_report
 from pipeline.stages import options as beam_options
 from pipeline.stages import reference as reference_stage
 from pipeline.stages import vectors as shared_vectors
-from pipeline.store import embedding_cache, manifest, workdir
+from pipeline.store import corrections, embedding_cache, manifest, workdir
 
 STAGE = "pseudolabel"
 NAMESPACE = "camsdd.pseudolabel"
@@ -70,6 +71,9 @@ SCHEMA = pa.schema(
         ("heads_agree", pa.bool_()),
         ("above_threshold", pa.bool_()),
         ("query_match", pa.bool_()),
+        ("label_source", pa.string()),  # teacher, or review (a reviewer's relabel)
+        ("review_action", pa.string()),  # accept, reject, relabel (None: not reviewed)
+        ("review_note", pa.string()),
         ("dedup_run_id", pa.string()),
         ("run_id", pa.string()),
     ]
@@ -97,14 +101,21 @@ class LabeledSet:
 
 
 def labeled_training(
-    root: str, work: str, spec: teacher.TeacherSpec, beam_args: Sequence[str] = ()
+    root: str,
+    work: str,
+    spec: teacher.TeacherSpec,
+    beam_args: Sequence[str] = (),
+    official_decisions: dict[str, dict[str, Any]] | None = None,
 ) -> LabeledSet:
     """Training images of CAMSDD_ROOT with their cached embeddings.
 
     Their sha256 comes from ``W/reference`` (read, not recomputed). A file that is no
     usable image is skipped (the build skips it too); one with no cached embedding is
     an error: the cache is stale, so ``camsdd embed --reference`` must run first.
+    Reviewers' decisions on official images change what the heads learn from (a
+    relabel is learnt, a reject is left out), never the official splits themselves.
     """
+    official_decisions = official_decisions or {}
     rows = reference_stage.ensure_reference(work, root, beam_args)
     train = [r for r in rows if r["split"] == "train"]
     if not train:
@@ -113,9 +124,13 @@ def labeled_training(
     found = embedding_cache.vectors_for(work, spec, [r["sha256"] for r in usable])
     keys, labels, vectors, missing = [], [], [], []
     for row in usable:
+        decision = official_decisions.get(row["key"], {})
+        if decision.get("action") == review.REJECT:
+            continue
         if row["sha256"] in found:
             keys.append(row["key"])
-            labels.append(classes.class_index(row["class_folder"]))
+            label = decision.get("new_class") or row["class_folder"]
+            labels.append(classes.class_index(label))
             vectors.append(found[row["sha256"]])
         else:
             missing.append(row["key"])
@@ -219,7 +234,10 @@ def build_pipeline(
     config: pseudolabel.PseudolabelConfig,
     output_prefix: str,
     run_id: str,
+    decisions: dict[str, dict[str, Any]] | None = None,
 ) -> None:
+    """``decisions``: reviewers' corrections of candidates, by key (small: shipped whole)."""
+    decisions = decisions or {}
     candidates = (
         pipeline
         | "DedupManifests" >> beam.Create(dedup_paths)
@@ -232,9 +250,15 @@ def build_pipeline(
         shared_vectors.attach_vectors(candidates, vectors, "Candidates")
         | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=8192)
         | "Score" >> beam.ParDo(ScoreDoFn(heads, tau, config, run_id))
+        | "ApplyReview" >> beam.Map(lambda r: review.apply(r, decisions.get(r["key"])))
     )
-    provisional = scored | "PassedRules" >> beam.Filter(lambda r: r["status"] == KEPT)
-    failed = scored | "FailedRules" >> beam.Filter(lambda r: r["status"] != KEPT)
+    # A reviewer's decision is final: reviewed rows are not capped.
+    provisional = scored | "PassedRules" >> beam.Filter(
+        lambda r: r["status"] == KEPT and r["review_action"] is None
+    )
+    failed = scored | "FailedOrReviewed" >> beam.Filter(
+        lambda r: r["status"] != KEPT or r["review_action"] is not None
+    )
     if config.max_per_class > 0:
         provisional = (
             provisional
@@ -252,6 +276,27 @@ def build_pipeline(
 
 
 # ------------------------------------------------------------------ the run
+
+
+def review_summary(
+    table: pa.Table,
+    candidate_decisions: dict[str, dict[str, Any]],
+    official_decisions: dict[str, dict[str, Any]],
+    labeled: LabeledSet,
+) -> dict[str, Any]:
+    """What the reviewers' corrections did, and which ones found nothing to apply to."""
+    rows = table.select(["key", "review_action"]).to_pylist()
+    applied = collections.Counter(r["review_action"] for r in rows if r["review_action"])
+    present = {r["key"] for r in rows}
+    train = set(labeled.keys) | {key for key, _ in labeled.skipped}
+    official_applied = [k for k in official_decisions if k in train]
+    return {
+        "candidates": dict(applied),
+        "official_training_images": len(official_applied),
+        # Never silently ignored: a key that is gone, or an official image outside train.
+        "unknown_keys": sorted(k for k in candidate_decisions if k not in present),
+        "official_not_applied": sorted(k for k in official_decisions if k not in train),
+    }
 
 
 def write_oof(path: str, labeled: LabeledSet, kfold: pseudolabel.KFoldHeads) -> None:
@@ -300,7 +345,13 @@ def _run_pseudolabel(
             f"{embedding_cache.model_dir(work, spec)}: run "
             f"`camsdd embed --work {work} --reference {labeled_root}` first"
         )
-    labeled = labeled_training(labeled_root, work, spec, beam_args)
+    decisions = corrections.read(work)
+    candidate_decisions = corrections.by_key(decisions, corrections.CANDIDATE)
+    official_decisions = corrections.by_key(decisions, corrections.OFFICIAL)
+    if candidate_decisions:
+        known = set(manifest.read_table(latest_dedup[1], ["key"]).column("key").to_pylist())
+        corrections.check_known(work, candidate_decisions, known)
+    labeled = labeled_training(labeled_root, work, spec, beam_args, official_decisions)
     train_started = time.monotonic()
     kfold = pseudolabel.train_kfold(labeled.vectors, labeled.labels, config)
     thresholds = pseudolabel.calibrate_thresholds(kfold.oof, labeled.labels, config)
@@ -318,6 +369,7 @@ def _run_pseudolabel(
             config=config,
             output_prefix=manifest.manifest_prefix(work, STAGE, run_id),
             run_id=run_id,
+            decisions=candidate_decisions,
         )
     counters = beam_options.counters(pipeline.result, NAMESPACE)
     latest = manifest.latest_run(work, STAGE)
@@ -341,6 +393,7 @@ def _run_pseudolabel(
         run_id=run_id,
     )
     report["manifest"] = latest[1]
+    report["review"] = review_summary(table, candidate_decisions, official_decisions, labeled)
     manifest.write_bytes(
         FileSystems.join(stage_dir, "label_issues.csv"),
         pseudolabel_report.label_issues_csv(labeled, kfold).encode(),

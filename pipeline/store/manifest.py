@@ -139,11 +139,11 @@ def delete_other_runs(work: str, stage: str, keep_run_id: str) -> int:
     return len(stale)
 
 
-def read_table(paths: list[str]) -> pa.Table:
+def read_table(paths: list[str], columns: list[str] | None = None) -> pa.Table:
     tables = []
     for path in paths:
         with FileSystems.open(path) as handle:
-            tables.append(pq.read_table(io.BytesIO(handle.read())))
+            tables.append(pq.read_table(io.BytesIO(handle.read()), columns=columns))
     return pa.concat_tables(tables) if tables else pa.table({})
 
 

@@ -58,7 +58,7 @@ from etils import epath
 
 from pipeline.core import classes, dedup, images, schema
 from pipeline.core.errors import UserError
-from pipeline.store import camsdd_layout, manifest, reference, workdir
+from pipeline.store import camsdd_layout, corrections, manifest, reference, workdir
 
 from . import build_report
 
@@ -194,7 +194,7 @@ class _CheckImages(beam.DoFn):
         if self._with_provenance:
             soft_label = np.zeros(classes.NUM_CLASSES, np.float32)
             soft_label[f.label] = 1.0
-            example.update(OFFICIAL_PROVENANCE, confidence=1.0, soft_label=soft_label)
+            example.update(OFFICIAL_PROVENANCE, confidence=1.0, soft_label=soft_label, reviewed="")
         yield f.key, example
 
 
@@ -321,6 +321,7 @@ def _extra_example(row: dict) -> tuple[str, tuple[dict, dict]]:
             ),
             "soft_label": np.asarray(soft_label, np.float32),
             **{name: row.get(name) or "" for name in schema.PROVENANCE_FEATURES},
+            "reviewed": row.get("review_action") or "",
         },
         record,
     )
@@ -368,6 +369,8 @@ EXTRA_OPTIONAL = (
     "confidence",
     "soft_label",
     *schema.PROVENANCE_FEATURES,
+    "review_action",
+    # The image's hashes: its bytes are checked against the sha256, the pHashes reused.
     "sha256",
     "phash",
     "phash_frame",
@@ -481,6 +484,11 @@ PSEUDO = CamsddConfig(
     "`camsdd pseudolabel` (set CAMSDD_EXTRA_MANIFEST to W/pseudolabel).",
     extra_splits=("extra_pseudo",),
 )
+#: What a reviewer's decision on an official image does to the build.
+OFFICIAL_REVIEW_POLICY = (
+    "official examples keep their CamSDD labels; relabels and rejects of official training "
+    "images change only what the pseudo-label heads learn from"
+)
 ADD_PSEUDO_HINT = (
     "camsdd/pseudo (official + extra_pseudo) is built when its manifest is named: "
     f"{EXTRA_MANIFEST_ENV}=W/pseudolabel tfds build camsdd --config pseudo ..."
@@ -490,9 +498,11 @@ ADD_PSEUDO_HINT = (
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for CamSDD."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.0.0": "Official train, validation and test splits.",
+        "1.2.0": "The pseudo config: `reviewed` (accept or relabel when a reviewer "
+        "decided the label in `camsdd review`).",
         "1.1.0": "The pseudo config: extra_pseudo, pseudo-labeled crawled images with "
         "confidence, soft label and provenance.",
     }
@@ -533,6 +543,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 license=tfds.features.Text(doc="The image's license."),
                 author=tfds.features.Text(doc="The image's author."),
                 query_class=tfds.features.Text(doc="The class the crawler searched for."),
+                reviewed=tfds.features.Text(
+                    doc="accept or relabel when a reviewer decided this label; empty otherwise."
+                ),
             )
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(features),
@@ -589,7 +602,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             }
             # The work dir's W/reference already holds the guarded images' hashes when it
             # was made from this same tree: then they are not read and decoded again.
-            known = reference.read(str(manifest_work_dir(paths[0])))
+            work = str(manifest_work_dir(paths[0]))
+            known = reference.read(work)
+            self._extra["official_flags"] = [
+                f"{key} ({r['action']}{' to ' + r['new_class'] if r['new_class'] else ''})"
+                for key, r in sorted(
+                    corrections.by_key(corrections.read(work), corrections.OFFICIAL).items()
+                )
+            ]
             guard_hashes = guard_rows(known, guard_files)
             self._extra["guard_hashes"] = "W/reference" if guard_hashes is not None else "computed"
             for split in extra_splits:
@@ -632,6 +652,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 }
                 for split in self.builder_config.extra_splits
             }
+            flags = self._extra["official_flags"]
+            report["review"] = {"official_flags": flags, "policy": OFFICIAL_REVIEW_POLICY}
+            if flags:
+                report["warnings"].append(
+                    f"{len(flags)} official images were flagged in review (not changed: "
+                    f"{OFFICIAL_REVIEW_POLICY}): {', '.join(flags[:10])}"
+                )
         (self.data_path / build_report.REPORT_FILE).write_text(json.dumps(report, indent=2))
         # Once, as a table; at WARNING when something was skipped, repaired or is off.
         level = logging.WARNING if build_report.problem_lines(report) else logging.INFO
