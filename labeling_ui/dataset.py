@@ -13,7 +13,6 @@ from typing import Any
 
 import fiftyone as fo
 import numpy as np
-from fiftyone import ViewField as F
 
 from labeling_ui import records as rec
 from pipeline.core import classes
@@ -51,22 +50,22 @@ def _classification(record: dict[str, Any], label_key: str, confidence_key: str 
     return fo.Classification(label=record[label_key], confidence=confidence)
 
 
-def _sample(record: dict[str, Any]) -> fo.Sample:
-    record = {**record, "pipeline_tags": rec.pipeline_tags(record)}
-    sample = fo.Sample(
-        filepath=record["filepath"],
-        tags=record["pipeline_tags"],
-        metadata=fo.ImageMetadata(width=576, height=384, mime_type="image/jpeg"),
-        label=fo.Classification(label=record["pipeline_label"]),
-    )
-    for name in SCALARS:
-        if record.get(name) is not None:
-            sample[name] = record[name]
+def to_sample(record: dict[str, Any]) -> fo.Sample:
+    """One record as a FiftyOne sample (metadata known from fetch: no file is read)."""
+    fields = {name: record[name] for name in SCALARS if record.get(name) is not None}
+    fields["pipeline_tags"] = rec.pipeline_tags(record)
     for field, (label_key, confidence_key) in LABELS.items():
         label = _classification(record, label_key, confidence_key)
         if label is not None:
-            sample[field] = label
-    return sample
+            fields[field] = label
+    # One constructor call: setting fields one by one validates the sample each time.
+    return fo.Sample(
+        filepath=record["filepath"],
+        tags=fields["pipeline_tags"],
+        metadata=fo.ImageMetadata(width=576, height=384, mime_type="image/jpeg"),
+        label=fo.Classification(label=record["pipeline_label"]),
+        **fields,
+    )
 
 
 def open_dataset() -> fo.Dataset:
@@ -96,7 +95,10 @@ def sync(dataset: fo.Dataset, records: list[dict[str, Any]]) -> dict[str, int]:
     old = {ids[r["key"]]: r for r in records if r["key"] in ids}
     gone = set(ids) - {r["key"] for r in records}
     if new:
-        dataset.add_samples([_sample(r) for r in new], progress=False)
+        # The schema is declared in open_dataset: no per-sample schema work on insert.
+        dataset.add_samples(
+            [to_sample(r) for r in new], expand_schema=False, validate=False, progress=False
+        )
     if old:
         _update(dataset, old)
     if gone:
@@ -105,57 +107,54 @@ def sync(dataset: fo.Dataset, records: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def _update(dataset: fo.Dataset, old: dict[str, dict[str, Any]]) -> None:
-    view = dataset.select(list(old))
-    current = dict(
-        zip(
-            view.values("id"),
-            zip(
-                view.values("tags"),
-                view.values("pipeline_tags"),
-                view.values("label.label"),
-                view.values("pipeline_label"),
-                strict=True,
-            ),
-            strict=True,
-        )
-    )
-    tags, labels = {}, {}
-    for sample_id, record in old.items():
-        sample_tags, previous_pipeline, label, previous_label = current[sample_id]
-        reviewer = [t for t in sample_tags or [] if t not in (previous_pipeline or [])]
-        tags[sample_id] = sorted(set(reviewer) | set(rec.pipeline_tags(record)))
-        # The reviewer's label follows the pipeline only while the reviewer left it alone.
-        labels[sample_id] = record["pipeline_label"] if label == previous_label else label
-    dataset.set_values("tags", tags, key_field="id")
-    dataset.set_values("label.label", labels, key_field="id")
-    values = {
-        **{name: {i: r.get(name) for i, r in old.items()} for name in SCALARS},
-        "pipeline_tags": {i: rec.pipeline_tags(r) for i, r in old.items()},
+    """Writes only what changed: all current values in one read, one write per field that
+    differs somewhere (a re-run after a small change touches few samples)."""
+    label_paths = [f"{field}.{part}" for field in LABELS for part in ("label", "confidence")]
+    paths = ["id", "tags", "label.label", *SCALARS, *label_paths]
+    current = dict(zip(paths, dataset.select(list(old)).values(paths), strict=True))
+    ids = current["id"]
+    records = [old[i] for i in ids]
+    wanted: dict[str, list[Any]] = {
+        name: [rec.pipeline_tags(r) if name == "pipeline_tags" else r.get(name) for r in records]
+        for name in SCALARS
     }
-    for name, per_sample in values.items():
-        dataset.set_values(name, per_sample, key_field="id")
+    # Reviewers' tags stay; the pipeline's own tags follow the new run.
+    wanted["tags"] = [
+        sorted({t for t in tags or [] if t not in (before or [])} | set(now))
+        for tags, before, now in zip(
+            current["tags"], current["pipeline_tags"], wanted["pipeline_tags"], strict=True
+        )
+    ]
+    # The reviewer's label follows the pipeline only while the reviewer left it alone.
+    wanted["label.label"] = [
+        r["pipeline_label"] if label == before else label
+        for r, label, before in zip(
+            records, current["label.label"], current["pipeline_label"], strict=True
+        )
+    ]
+    whole_labels: dict[str, dict[str, Any]] = {}
     for field, (label_key, confidence_key) in LABELS.items():
-        with_label = {i: r for i, r in old.items() if r.get(label_key) is not None}
-        if not with_label:
-            continue
-        missing = set(dataset.select(list(with_label)).match(F(field) == None).values("id"))  # noqa: E711
-        if missing:
-            dataset.set_values(
-                field,
-                {i: _classification(with_label[i], label_key, confidence_key) for i in missing},
-                key_field="id",
-            )
-        present = {i: r for i, r in with_label.items() if i not in missing}
-        if present:
-            dataset.set_values(
-                f"{field}.label", {i: r[label_key] for i, r in present.items()}, key_field="id"
-            )
-            if confidence_key:
-                dataset.set_values(
-                    f"{field}.confidence",
-                    {i: r.get(confidence_key) for i, r in present.items()},
-                    key_field="id",
+        labels, confidences = [], []
+        for i, r, label in zip(ids, records, current[f"{field}.label"], strict=True):
+            if r.get(label_key) is not None and label is None:  # no such label yet: add it
+                whole_labels.setdefault(field, {})[i] = _classification(
+                    r, label_key, confidence_key
                 )
+            labels.append(r.get(label_key) if r.get(label_key) is not None else label)
+            confidences.append(r.get(confidence_key) if confidence_key else None)
+        wanted[f"{field}.label"] = labels
+        if confidence_key:
+            wanted[f"{field}.confidence"] = confidences
+    for name, values in wanted.items():
+        changed = {
+            i: new
+            for i, new, now in zip(ids, values, current[name], strict=True)
+            if new != now and i not in whole_labels.get(name.split(".")[0], {})
+        }
+        if changed:
+            dataset.set_values(name, changed, key_field="id")
+    for field, labels in whole_labels.items():
+        dataset.set_values(field, labels, key_field="id")
 
 
 def compute_brain(dataset: fo.Dataset, vectors: np.ndarray, min_cosine: float) -> None:

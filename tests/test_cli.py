@@ -13,10 +13,13 @@ import pytest
 import tensorflow_datasets as tfds
 
 from pipeline.core import quiet
+from pipeline.demo_data import DEMO_DIR
 from pipeline.stages import options as beam_options
 from pipeline.store import manifest
 
 from .helpers import BIN, DEMO_CAMSDD, DUMMY_DATA, REPO, run
+
+ARTIFACTS = REPO / "test-artifacts"
 
 LOCAL = f"--beam_pipeline_options={beam_options.local_options()}"
 
@@ -165,9 +168,8 @@ def test_make_demo_as_typed_from_the_repo_root(tmp_path):
         if row["status"] == "kept":  # relative to the work dir, found after the move
             assert not os.path.isabs(row["image_path"])
             assert (tmp_path / "work" / row["image_path"]).is_file()
-    assert "split counts: test=16, train=43, validation=8" in out
+    assert "camsdd/official: train 43, validation 8, test 16" in out
     assert "train       43 examples, each uint8 (384, 576, 3)" in out
-    assert "  train           43       43         0        0" in out  # the report table
     assert split_counts(tmp_path / "work" / "tfds") == {"train": 43, "validation": 8, "test": 16}
     # Pseudo-labels: the stage's kept rows are the extra_pseudo split, measured on the truth.
     labeled = manifest.read_stage(str(tmp_path / "work"), "pseudolabel").to_pylist()
@@ -181,7 +183,7 @@ def test_make_demo_as_typed_from_the_repo_root(tmp_path):
         str(tmp_path / "work" / "tfds" / "camsdd" / "pseudo" / "1.2.0")
     )
     assert pseudo.info.splits["extra_pseudo"].num_examples == len(kept)
-    assert f"train+extra_pseudo {43 + len(kept)} examples" in out
+    assert f"train+extra_pseudo: {43 + len(kept)} examples" in out
     # The student, with and without extra_pseudo: trained, quantized, evaluated.
     models = tmp_path / "work" / "models" / "ablation"
     ablation = json.loads((models / "ablation.json").read_text())
@@ -198,6 +200,72 @@ def test_make_demo_as_typed_from_the_repo_root(tmp_path):
         assert (folder / "evaluation" / "model_int8" / "confusion_test.png").is_file()
         assert f"{relative}/models/ablation/{arm}_extra/model_int8.tflite:" in out
     assert "with - without extra_pseudo, int8 test: top-1" in out
+    assert "(8 of 8 stages ran). Report: " in out
+    work = tmp_path / "work"
+    report_is_the_run_at_a_glance(work, fetched, labeled)
+
+    # Again, from the moved work dir: every stage is up to date.
+    again = run(["make", "--no-print-directory", "-o", "venv", "demo", f"WORK={work}"], REPO)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count(": unchanged since ") == 8
+    assert "nothing to do: every stage is up to date" in again.stdout
+    # One pseudolabel option changed: pseudolabel and what follows run, nothing before it.
+    config = (DEMO_DIR / "demo.toml").read_text()
+    for name in ("CamSDD", "candidates", "candidates/truth.csv", "candidates/urls.csv"):
+        config = config.replace(f'"{name}"', f'"{DEMO_DIR / name}"')
+    config = config.replace("[pseudolabel]", "[pseudolabel]\ntarget_precision = 0.9")
+    config = config.replace("[ablate]\nenabled = true", "[ablate]\nenabled = false")
+    (tmp_path / "changed.toml").write_text(config)
+    changed = run([str(BIN / "camsdd"), "run", "--config", str(tmp_path / "changed.toml"),
+                   "--work", str(work)], tmp_path)  # fmt: skip
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    for stage in ("crawl", "fetch", "embed", "dedup"):
+        assert f" {stage}: unchanged since " in changed.stdout
+    assert "== 5/7 pseudolabel" in changed.stdout and "== 6/7 build" in changed.stdout
+    assert "== 7/7 review" in changed.stdout
+    assert "--target-precision 0.9" in changed.stdout
+
+
+def report_is_the_run_at_a_glance(work: Path, fetched: list[dict], labeled: list[dict]) -> None:
+    """W/report.html in headless Debian chromium with no network: the funnel's numbers are
+    the manifests', every image drew; a screenshot is kept in test-artifacts/."""
+    from playwright.sync_api import sync_playwright
+
+    report = work / "report.html"
+    assert report.is_file()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"]
+        )
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        requested = []
+        page.route("**/*", lambda r: (requested.append(r.request.url), r.continue_())
+                   if r.request.url.startswith("file://") else r.abort())  # fmt: skip
+        page.goto(report.as_uri())
+        page.wait_for_load_state("load")
+        funnel = page.eval_on_selector_all(
+            "table.funnel tr", "rows => rows.map(r => [...r.cells].map(c => c.innerText))"
+        )
+        images = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
+        text = page.inner_text("body")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        browser.close()
+    header, rows = funnel[0], {r[0]: r for r in funnel[1:]}
+    column = {name: i for i, name in enumerate(header)}
+    fetch_kept = sum(r["status"] == "kept" for r in fetched)
+    assert rows["fetch"][column["in"]] == str(len(fetched))
+    assert rows["fetch"][column["kept"]] == str(fetch_kept)
+    assert rows["dedup"][column["in"]] == str(fetch_kept)
+    assert rows["pseudolabel"][column["in"]] == str(len(labeled))
+    kept = sum(r["status"] == "kept" for r in labeled)
+    assert rows["pseudolabel"][column["kept"]] == str(kept)
+    assert rows["dedup"][column["leak"]] == "8"  # 4 leak:test + 4 leak:validation
+    assert len(images) > 20 and all(images)  # funnel, plots, thumbnails, confusion matrices
+    assert len(requested) == 1  # the page itself: every image is inside it
+    for heading in ("Duplicates and leaks", "Label issues in the official set", "The student"):
+        assert heading in text
+    assert "with" in text and "train+extra_pseudo" in text
 
 
 def _leaky_manifest(work: Path) -> Path:

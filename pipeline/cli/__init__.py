@@ -20,7 +20,9 @@ from pipeline.core.errors import UserError
 
 #: command -> (module, one-line help), in the order ``camsdd --help`` lists them.
 COMMANDS = {
-    "demo": ("demo", "run every stage on the embedded demo data"),
+    "demo": ("demo", "camsdd run on the embedded demo data (its config ships in the package)"),
+    "run": ("run", "every stage from one TOML config, resuming; ends with W/report.html"),
+    "report": ("report", "(re)write W/report.html: the whole run on one page"),
     "check": ("check", "check a CamSDD folder before building: splits, class folders, counts"),
     "crawl": ("crawl", "find candidate images per class (URLs + license + author, no bytes)"),
     "fetch": ("fetch", "download, validate, filter and resize crawled candidates (Apache Beam)"),
@@ -55,7 +57,7 @@ COMMANDS = {
     ),
 }
 #: Commands that load TensorFlow: it is imported first, with its load-time chatter held back.
-TENSORFLOW_COMMANDS = frozenset({"embed", "train", "quantize", "evaluate", "ablate", "demo"})
+TENSORFLOW_COMMANDS = frozenset({"embed", "train", "quantize", "evaluate", "ablate", "demo", "run"})
 
 
 def import_tensorflow_quietly() -> None:

@@ -17,17 +17,18 @@ import csv
 import functools
 import http.server
 import os
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from etils import epath
 
-from pipeline.core import classes, pseudolabel_eval, quiet
+from pipeline.cli import run as run_cli
+from pipeline.cli import run_config
+from pipeline.core import classes, pseudolabel_eval
+from pipeline.core.errors import UserError
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR, DEMO_DIR
 from pipeline.models import student
 from pipeline.stages import options as beam_options
@@ -51,33 +52,26 @@ DEMO_TRAINING = [
 ]
 
 
+DEMO_CONFIG = DEMO_DIR / "demo.toml"
+#: Where the demo config serves its candidate pool ([demo] port; candidates/urls.csv names it).
+DEMO_URL_BASE = "http://127.0.0.1:8471"
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        description="Crawls the demo candidate pool (62 real photos) as a URL list served "
-        "on 127.0.0.1 and fetches it with the Beam fetch pipeline into WORK/fetch; embeds, "
-        "dedups and pseudo-labels the candidates (printing the pseudo-labels' precision "
-        "and coverage against the pool's truth file); builds the demo CamSDD (real photos, "
-        "19 of 30 classes) in both configs, official and pseudo (+extra_pseudo), with "
-        "`tfds build camsdd` on a local Beam runner; prints the split counts and the build "
-        "report, and loads the result with tfds.load; then trains the mobile student with "
-        "and without extra_pseudo, quantizes both to full-INT8 TFLite and evaluates them "
-        "(camsdd ablate) into WORK/models/ablation.",
+        description="`camsdd run` on the demo config (pipeline/demo_data/demo.toml): crawls "
+        "the demo candidate pool (62 real photos) as a URL list served on 127.0.0.1 and "
+        "fetches it with the Beam fetch pipeline; embeds, dedups and pseudo-labels the "
+        "candidates (printing the pseudo-labels' precision and coverage against the pool's "
+        "truth file); builds the demo CamSDD (real photos, 19 of 30 classes) in both "
+        "configs with `tfds build camsdd`; trains the mobile student with and without "
+        "extra_pseudo, quantizes both to full-INT8 TFLite and evaluates them (camsdd "
+        "ablate); builds the FiftyOne review dataset; writes WORK/report.html. A re-run "
+        "skips what is up to date.",
     )
-    parser.add_argument(
-        "--work",
-        default="camsdd-demo",
-        help="work directory shared by all stages (default: ./camsdd-demo); the "
-        "TFDS data goes to WORK/tfds",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="local Beam worker processes (default 1: in process; more were slower in "
-        "benchmarks/README.md, each imports TensorFlow)",
-    )
-    parser.set_defaults(func=run)
+    run_cli.add_run_arguments(parser)
+    parser.set_defaults(func=run, work="camsdd-demo")
 
 
 def _step(title: str) -> None:
@@ -126,15 +120,21 @@ def tfds_build_command(manual_dir: str, data_dir: str, workers: int = 1) -> list
 
 
 @contextlib.contextmanager
-def serve_folder(folder: Path) -> Iterator[str]:
-    """Serves ``folder`` over HTTP on 127.0.0.1 (a random port); yields the base URL."""
+def serve_folder(folder: Path, port: int = 0) -> Iterator[str]:
+    """Serves ``folder`` over HTTP on 127.0.0.1:``port`` (0: a free one); yields the base URL."""
 
     class QuietHandler(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
             pass
 
     handler = functools.partial(QuietHandler, directory=os.fspath(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError as error:
+        raise UserError(
+            f"cannot serve {folder} on 127.0.0.1:{port} ({error.strerror}): stop the program "
+            "using that port"
+        ) from None
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -282,119 +282,88 @@ def measure_pseudolabels(work: str) -> dict:
     }
 
 
-def run(args: argparse.Namespace) -> int:
-    data_dir = epath.Path(args.work) / "tfds"
-    started = time.monotonic()
-
-    _step(f"1/{STEPS} Check the demo CamSDD tree ({CAMSDD_ROOT})")
+def check_tree() -> None:
+    """The demo CamSDD tree, as ``camsdd check`` sees it."""
     scan = camsdd_layout.scan_camsdd(CAMSDD_ROOT)
     print(scan.summary())
     covered = [c for c in classes.CLASS_FOLDERS if scan.splits["train"].class_counts()[c]]
     print(f"  classes with training images: {len(covered)} of {classes.NUM_CLASSES}")
     print("  (a mini CamSDD: fewer images than the official 9,897/600/600, as the build says)")
 
-    code = crawl_and_fetch(os.fspath(args.work), args.workers)
-    if code:
-        print(f"error: crawl/fetch failed (exit {code}); see above.", file=sys.stderr)
-        return code
 
-    code = embed_and_dedup(os.fspath(args.work), args.workers)
-    if code:
-        print(f"error: embed/dedup failed (exit {code}); see above.", file=sys.stderr)
-        return code
+def demo_hooks(config: run_config.RunConfig) -> dict:
+    """What the demo adds to `camsdd run`: its pool served on loopback while crawling and
+    fetching, the pseudo-labels measured against the truth file, the build loaded back."""
+    served: list[str] = []
 
-    code = pseudolabel_step(os.fspath(args.work), args.workers)
-    if code:
-        print(f"error: pseudolabel failed (exit {code}); see above.", file=sys.stderr)
-        return code
+    def serve(stack: contextlib.ExitStack) -> None:
+        if not served:
+            served.append(stack.enter_context(
+                serve_folder(Path(config.demo["serve"]), config.demo["port"])
+            ))  # fmt: skip
+            print(f"  (serving {config.demo['serve']} at {served[0]})", flush=True)
 
-    _step(
-        f"7/{STEPS} Build both configs, official and pseudo (+extra_pseudo): tfds build "
-        "camsdd (Apache Beam, local runner)"
-    )
-    command = tfds_build_command(os.fspath(DEMO_DIR), os.fspath(data_dir), args.workers)
-    extra = os.fspath(epath.Path(args.work) / "pseudolabel")
-    # What a user would type:
-    print(f"$ CAMSDD_EXTRA_MANIFEST={extra} tfds " + " ".join(command[3:]), flush=True)
-    env = {**os.environ, "CAMSDD_EXTRA_MANIFEST": extra}
-    with subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    ) as child:
-        for line in quiet.people_lines(child.stderr):
-            sys.stderr.write(line)
-    if child.returncode:
+    def pseudolabel(work: str) -> None:
+        measured = measure_pseudolabels(work)
         print(
-            f"error: tfds build failed (exit {child.returncode}); see its messages above.",
-            file=sys.stderr,
+            f"  against the demo truth file ({measured['candidates']} dedup-kept candidates, "
+            f"{measured['on_topic']} of a CamSDD class):"
         )
-        return child.returncode
+        print(pseudolabel_eval.render(measured["rules"], measured["candidates"]))
 
-    _step(f"8/{STEPS} Load it back: tfds.load('camsdd/official', ...), 'camsdd/pseudo'")
+    def build(work: str) -> None:
+        load_back(os.fspath(epath.Path(work) / "tfds"))
+
+    return {"serve": serve, "pseudolabel": pseudolabel, "build": build}
+
+
+def load_back(data_dir: str) -> None:
+    """Every split back through ``tfds.load``: uint8 (384, 576, 3) images, labels named."""
     import tensorflow_datasets as tfds
 
     import tfds_camsdd  # noqa: F401  (registers the builder)
-    from tfds_camsdd.camsdd import build_report
 
-    builder = tfds.builder("camsdd/official", data_dir=os.fspath(data_dir))
-    print(build_report.render_text(build_report.load(builder.data_dir)))
-    print(
-        "  split counts:",
-        ", ".join(
-            f"{name}={info.num_examples}" for name, info in sorted(builder.info.splits.items())
-        ),
-    )
+    builder = tfds.builder("camsdd/official", data_dir=data_dir)
     label_names = builder.info.features["label"].names
     for split in ("train", "validation", "test"):
-        dataset = tfds.load("camsdd/official", split=split, data_dir=os.fspath(data_dir))
+        dataset = tfds.load("camsdd/official", split=split, data_dir=data_dir)
         count = 0
         for example in dataset.as_numpy_iterator():
             image = example["image"]
             if image.dtype.name != "uint8" or image.shape != (384, 576, 3):
-                print(
-                    f"error: {example['id'].decode()} loaded as {image.dtype} {image.shape}",
-                    file=sys.stderr,
+                raise RuntimeError(
+                    f"{example['id'].decode()} loaded as {image.dtype} {image.shape}"
                 )
-                return 1
             if count == 0:
                 first = example
             count += 1
         print(
-            f"  {split:<10} {count:>3} examples, each uint8 {image.shape}; first: "
+            f"  tfds.load {split:<10} {count:>3} examples, each uint8 {image.shape}; first: "
             f"{first['id'].decode()} -> label {first['label']} ({label_names[first['label']]})"
         )
-
-    pseudo = tfds.builder("camsdd/pseudo", data_dir=os.fspath(data_dir))
-    extra_count = pseudo.info.splits["extra_pseudo"].num_examples
-    both = tfds.load("camsdd/pseudo", split="train+extra_pseudo", data_dir=os.fspath(data_dir))
-    extra_ds = tfds.load("camsdd/pseudo", split="extra_pseudo", data_dir=os.fspath(data_dir))
-    print(
-        f"  camsdd/pseudo: extra_pseudo {extra_count} examples; train+extra_pseudo "
-        f"{sum(1 for _ in both)} examples"
-    )
-    for example in extra_ds.take(3).as_numpy_iterator():
+    both = tfds.load("camsdd/pseudo", split="train+extra_pseudo", data_dir=data_dir)
+    extra = tfds.load("camsdd/pseudo", split="extra_pseudo", data_dir=data_dir)
+    print(f"  tfds.load camsdd/pseudo train+extra_pseudo: {sum(1 for _ in both)} examples")
+    for example in extra.take(3).as_numpy_iterator():
         print(
             f"    {example['id'].decode()}: {label_names[example['label']]} "
             f"(confidence {example['confidence']:.2f}, {example['license'].decode()}, "
             f"by {example['author'].decode()[:40]})"
         )
 
-    code = student_step(os.fspath(args.work))
-    if code:
-        print(f"error: the student step failed (exit {code}); see above.", file=sys.stderr)
-        return code
 
-    _step(f"10/{STEPS} Review: the FiftyOne dataset of labels, duplicates and Brain fields")
-    command = ["review", "--work", os.fspath(args.work), "--labeled", os.fspath(CAMSDD_ROOT)]
-    print("$ camsdd " + " ".join(command) + " --no-app", flush=True)
-    # Its own process: the review gives FiftyOne a home under W/review.
-    review = subprocess.run([sys.executable, "-m", "pipeline.cli", *command, "--no-app"])
-    if review.returncode:
-        print(f"error: the review step failed (exit {review.returncode})", file=sys.stderr)
-        return review.returncode
-
-    print(
-        f"\nDone in {time.monotonic() - started:.0f} s. Use it from Python:\n"
-        "  import tensorflow_datasets as tfds, tfds_camsdd\n"
-        f"  ds = tfds.load('camsdd/pseudo', split='train+extra_pseudo', data_dir='{data_dir}')"
-    )
-    return 0
+def run(args: argparse.Namespace) -> int:
+    _step(f"Check the demo CamSDD tree ({CAMSDD_ROOT})")
+    check_tree()
+    config = run_config.load(os.fspath(DEMO_CONFIG))
+    code = run_cli.run_pipeline(config, args.work, args.start, args.until)
+    if code == 0:
+        data_dir = epath.Path(args.work) / "tfds"
+        print(
+            "Use it from Python:\n"
+            "  import tensorflow_datasets as tfds, tfds_camsdd\n"
+            "  ds = tfds.load('camsdd/pseudo', split='train+extra_pseudo', "
+            f"data_dir='{data_dir}')\n"
+            f"Review the labels: camsdd review --work {args.work} --labeled {CAMSDD_ROOT}"
+        )
+    return code

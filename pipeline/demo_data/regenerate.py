@@ -628,6 +628,10 @@ def regenerate() -> None:
     _write_dummy_data(labeled_jpeg, labeled_path)
     attribution.sort(key=lambda row: row["path"])
     _write_csv(DEMO_DIR / "ATTRIBUTION.csv", attribution)
+    # The URL list the demo config crawls (the pool served on loopback, credits included).
+    from pipeline.cli import demo
+
+    demo.write_demo_url_list(demo.DEMO_URL_BASE, CANDIDATES_DIR / "urls.csv")
     _print_summary()
 
 
