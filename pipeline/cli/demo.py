@@ -314,7 +314,16 @@ def demo_hooks(config: run_config.RunConfig) -> dict:
     def build(work: str) -> None:
         load_back(os.fspath(epath.Path(work) / "tfds"))
 
-    return {"serve": serve, "pseudolabel": pseudolabel, "build": build}
+    def closing(work: str) -> None:
+        print(
+            "\nUse it from Python:\n"
+            "  import tensorflow_datasets as tfds, tfds_camsdd\n"
+            "  ds = tfds.load('camsdd/pseudo', split='train+extra_pseudo', "
+            f"data_dir='{epath.Path(work) / 'tfds'}')\n"
+            f"Review the labels: camsdd review --work {work} --labeled {CAMSDD_ROOT}"
+        )
+
+    return {"serve": serve, "pseudolabel": pseudolabel, "build": build, "closing": closing}
 
 
 def load_back(data_dir: str) -> None:
@@ -356,14 +365,4 @@ def run(args: argparse.Namespace) -> int:
     _step(f"Check the demo CamSDD tree ({CAMSDD_ROOT})")
     check_tree()
     config = run_config.load(os.fspath(DEMO_CONFIG))
-    code = run_cli.run_pipeline(config, args.work, args.start, args.until)
-    if code == 0:
-        data_dir = epath.Path(args.work) / "tfds"
-        print(
-            "Use it from Python:\n"
-            "  import tensorflow_datasets as tfds, tfds_camsdd\n"
-            "  ds = tfds.load('camsdd/pseudo', split='train+extra_pseudo', "
-            f"data_dir='{data_dir}')\n"
-            f"Review the labels: camsdd review --work {args.work} --labeled {CAMSDD_ROOT}"
-        )
-    return code
+    return run_cli.run_pipeline(config, args.work, args.start, args.until)

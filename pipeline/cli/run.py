@@ -260,6 +260,8 @@ def run_pipeline(
     from pipeline.reports import run_report
 
     path = run_report.write(work, state, config)
+    if "closing" in hooks:
+        hooks["closing"](work)
     print(
         f"\nDone in {time.monotonic() - started:.0f} s ({len(ran)} of {len(stages)} stages "
         f"ran). Report: {path}",
