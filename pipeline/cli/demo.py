@@ -224,8 +224,21 @@ def pseudolabel_step(work: str, workers: int = 1) -> int:
     from pipeline import cli
 
     beam = [f"--direct_num_workers={workers}"] if workers > 1 else []
-    _step(f"6/{STEPS} Pseudo-label: K-fold teacher heads, calibrated thresholds (Beam)")
-    command = ["pseudolabel", "--work", work, "--labeled", os.fspath(CAMSDD_ROOT), *beam]
+    _step(
+        f"6/{STEPS} Pseudo-label: K-fold teacher heads, noise-aware thresholds, open-set "
+        "rejection (Beam)"
+    )
+    truth = write_demo_truth(work, Path(work) / "inputs" / "demo-truth.csv")
+    command = [
+        "pseudolabel",
+        "--work",
+        work,
+        "--labeled",
+        os.fspath(CAMSDD_ROOT),
+        "--truth",
+        os.fspath(truth),
+        *beam,
+    ]
     print("$ camsdd " + " ".join(command), flush=True)
     code = cli.main(command)
     if code:
@@ -237,6 +250,25 @@ def pseudolabel_step(work: str, workers: int = 1) -> int:
     )
     print(pseudolabel_eval.render(measured["rules"], measured["candidates"]))
     return 0
+
+
+def _demo_truth() -> dict[str, str]:
+    with open(CANDIDATES_DIR / "truth.csv", newline="") as handle:
+        return {Path(r["file"]).name: r["true_class"] for r in csv.DictReader(handle)}
+
+
+def write_demo_truth(work: str, target: Path) -> Path:
+    """The pool's truth file keyed by the URLs the crawl recorded (for the report's curves)."""
+    from pipeline.store import manifest
+
+    truth = _demo_truth()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["url", "true_class"])
+        for row in manifest.read_stage(work, "fetch").select(["url"]).to_pylist():
+            writer.writerow([row["url"], truth[row["url"].rsplit("/", 1)[-1]]])
+    return target
 
 
 def student_step(work: str) -> int:
@@ -253,7 +285,8 @@ def student_step(work: str) -> int:
 
 
 def measure_pseudolabels(work: str) -> dict:
-    """Rules (a), (b), (c) on the dedup-kept demo candidates, scored with truth.csv."""
+    """Rules (a), (b), (c) (and the classic K-fold rule) on the dedup-kept demo candidates,
+    scored with truth.csv; with the curves' areas."""
     from pipeline.core import pseudolabel
     from pipeline.models import teacher
     from pipeline.stages import pseudolabel as pseudolabel_stage
@@ -265,8 +298,7 @@ def measure_pseudolabels(work: str) -> dict:
     rows = [r for r in manifest.read_stage(work, "dedup").to_pylist() if r["status"] == "kept"]
     rows.sort(key=lambda r: r["key"])
     vectors = embeddings.vectors_for(work, spec, [r["sha256"] for r in rows])
-    with open(CANDIDATES_DIR / "truth.csv", newline="") as handle:
-        truth = {Path(r["file"]).name: r["true_class"] for r in csv.DictReader(handle)}
+    truth = _demo_truth()
     true_class = pseudolabel.class_indices([truth[r["url"].rsplit("/", 1)[-1]] for r in rows])
     results = pseudolabel_eval.compare_rules(
         labeled.vectors,
@@ -274,6 +306,7 @@ def measure_pseudolabels(work: str) -> dict:
         np.stack([vectors[r["sha256"]] for r in rows]),
         true_class,
         pseudolabel.class_indices([r["query_class"] for r in rows]),
+        curves=True,
     )
     return {
         "candidates": len(rows),
