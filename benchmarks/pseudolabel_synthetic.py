@@ -254,8 +254,12 @@ def figure(results: list[dict], out: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 4.2), squeeze=False)
-    for ax, r in zip(axes[0], results, strict=True):
+    cols = min(4, len(results))
+    rows = -(-len(results) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 4.0 * rows), squeeze=False)
+    for ax in axes.flat[len(results) :]:
+        ax.axis("off")
+    for ax, r in zip(axes.flat, results, strict=False):
         for key, color, name in (
             ("b", "tab:blue", "(b) global threshold"),
             ("c_classic", "tab:gray", "classic (c)"),
@@ -276,7 +280,8 @@ def figure(results: list[dict], out: str) -> None:
         ax.set_xlabel("coverage")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="lower left")
-    axes[0][0].set_ylabel("precision of kept labels")
+    for row in axes:
+        row[0].set_ylabel("precision of kept labels")
     fig.suptitle("Synthetic: coverage reached at each precision (0.90-0.995)")
     fig.tight_layout()
     fig.savefig(out, dpi=80)

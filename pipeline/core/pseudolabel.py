@@ -17,6 +17,11 @@ The method (ALONG's 4-fold self-distillation, Mobile AI 2021):
    when all K heads agree on the class, the mean max-probability is ≥ τ_c and
    (optionally) the class is the one the crawler searched for; each class adds at
    most ``max_per_class`` images, the most confident first.
+
+Steps 2 and 3 here are the *classic* rule (``calibrate_thresholds``, ``decide``), kept as
+the named baseline of the benchmarks. The stage runs ``open_set``: τ_c against
+cleanlab-cleaned labels, an out-of-distribution test on class prototypes and a
+few-shot prototype rule. The drop reasons and every knob of both are defined here.
 """
 
 from __future__ import annotations
