@@ -61,6 +61,7 @@ bench: venv
 	$(BIN)/python benchmarks/bench_pseudolabel.py
 	$(BIN)/python benchmarks/bench_embed_beam.py
 	$(BIN)/python benchmarks/pseudolabel_synthetic.py
+	$(BIN)/python benchmarks/pseudolabel_real_photos.py
 	$(BIN)/python benchmarks/bench_student.py
 
 # Needs Debian's gcompris-qt-data: apt-get install --no-install-recommends gcompris-qt-data

@@ -175,7 +175,7 @@ def test_make_demo_as_typed_from_the_repo_root(tmp_path):
     labeled = manifest.read_stage(str(tmp_path / "work"), "pseudolabel").to_pylist()
     kept = [r for r in labeled if r["status"] == "kept"]
     assert len(labeled) == 42 and f"42 candidates -> {len(kept)} kept" in out
-    assert "(c) K-fold rule, calibrated per-class thresholds" in out
+    assert "(c) K-fold rule: noise-aware τ_c, open-set, few-shot" in out
     precision_c = float(out.split("(c) K-fold rule")[1].split("precision ")[1].split(",")[0])
     assert kept and precision_c >= 0.95
     assert all(r["license"] and r["author"] for r in kept)  # credits carried from the URL list

@@ -139,7 +139,8 @@ def _deduped(work):
 
 def test_pseudolabel_gives_every_candidate_one_status_by_the_rule(work):
     _deduped(work)
-    report = pseudolabel_stage.run_pseudolabel(work, str(CAMSDD_ROOT))
+    truth_file = demo.write_demo_truth(work, Path(work) / "inputs" / "truth.csv")
+    report = pseudolabel_stage.run_pseudolabel(work, str(CAMSDD_ROOT), truth=str(truth_file))
     rows = manifest.read_stage(work, "pseudolabel").to_pylist()
     dedup_kept = [
         r for r in manifest.read_stage(work, "dedup").to_pylist() if r["status"] == "kept"
@@ -153,16 +154,33 @@ def test_pseudolabel_gives_every_candidate_one_status_by_the_rule(work):
         )
         assert len(r["soft_label"]) == 30 and abs(sum(r["soft_label"]) - 1) < 1e-3
         assert r["label"] == classes.CLASS_FOLDERS[r["label_index"]]
-        first_failure = (
-            "fold_disagreement"
-            if not r["heads_agree"]
-            else "low_confidence"
-            if not r["above_threshold"]
-            else None
-        )
+        delta = report["ood"]["delta"]
+        if r["ood_score"] is None or r["ood_score"] > delta:
+            first_failure = "out_of_distribution"
+        elif not r["heads_agree"]:
+            first_failure = "fold_disagreement"
+        elif r["reason"] == "prototype_disagreement":
+            first_failure = "prototype_disagreement" if r["few_shot"] else "not few-shot"
+        elif not r["above_threshold"]:
+            first_failure = "low_confidence"
+        else:
+            first_failure = None
         assert r["reason"] == first_failure, r
         if r["status"] == "kept":
-            assert r["confidence"] >= r["threshold"] and len(set(r["head_labels"])) == 1
+            assert r["confidence"] >= r["threshold"]
+            assert r["few_shot"] or len(set(r["head_labels"])) == 1
+        if r["few_shot"] and r["threshold"] is not None:  # one prototype-scale threshold
+            assert r["threshold"] == pytest.approx(report["few_shot"]["threshold"], abs=1e-4)
+    # Open set: off-topic photos (no CamSDD class) are dropped, several of them as
+    # out_of_distribution; few-shot classes go through the prototype rule.
+    with open(CANDIDATES_DIR / "truth.csv", newline="") as handle:
+        truth = {Path(t["file"]).name: t["true_class"] for t in csv.DictReader(handle)}
+    off_topic = [r for r in rows if not truth[r["url"].rsplit("/", 1)[-1]]]
+    assert off_topic and not any(r["status"] == "kept" for r in off_topic)
+    assert sum(r["reason"] == "out_of_distribution" for r in off_topic) >= 3
+    assert report["reasons"]["out_of_distribution"] == report["ood"]["dropped"] >= 3
+    assert report["few_shot"]["classes"] and "prototype" in report["few_shot"]["rule"]
+    assert any(r["reason"] == "prototype_disagreement" for r in rows)
     # Stage and the demo's measurement agree on rule (c); it is precise against the truth.
     measured = demo.measure_pseudolabels(work)["rules"]["c"]
     assert measured["kept"] == report["kept"] > 0 and measured["precision"] >= 0.95
@@ -172,10 +190,16 @@ def test_pseudolabel_gives_every_candidate_one_status_by_the_rule(work):
     assert len(report["teacher"]["per_class"]) == 30
     issues = (stage_dir / "label_issues.csv").read_text().splitlines()
     assert len(issues) == 1 + report["label_issues"]["count"]
-    for png in ("confidence_histograms.png", "reliability.png"):
+    for png in ("confidence_histograms.png", "reliability.png", "precision_coverage.png"):
         assert Image.open(stage_dir / png).format == "PNG"
     assert len(pq.read_table(stage_dir / "oof.parquet")) == 43
-    assert "Label issues in the official train set" in (stage_dir / "report.md").read_text()
+    markdown = (stage_dir / "report.md").read_text()
+    assert "Label issues in the official train set" in markdown
+    assert "## Out-of-distribution test" in markdown and "## Few-shot classes" in markdown
+    # The curves: from OOF (43 labeled images) and from the truth file (42 candidates).
+    assert report["oof_curves"]["candidates"] == 43 and report["truth"]["candidates"] == 42
+    assert report["truth"]["default"]["c"]["kept"] == report["kept"]
+    assert set(report["truth"]["areas"]) == {"a", "b", "c"}
 
 
 def test_pseudolabel_cap_query_rule_and_missing_embeddings(work, tmp_path):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from pipeline.core import open_set, pseudolabel_eval
 from pipeline.core import pseudolabel as pl
-from pipeline.core import pseudolabel_eval
 from pipeline.core.classes import NUM_CLASSES
 
 
@@ -150,3 +150,155 @@ def test_config_rejects_nonsense():
         pl.PseudolabelConfig(target_precision=1.5)
     with pytest.raises(ValueError, match="max_per_class"):
         pl.PseudolabelConfig(max_per_class=-1)
+
+
+# ------------------------------------------------------------------ the open-set rule
+
+
+def test_lowest_threshold_floor_weights_and_fractions():
+    conf = np.array([0.9, 0.8, 0.7, 0.6])
+    right = np.array([1, 1, 0, 1.0])
+    assert pl.lowest_threshold(conf, right, 0.75) == pytest.approx(0.6)
+    # Everything meets the target: the floor, not the lowest OOF confidence.
+    assert pl.lowest_threshold(conf, np.ones(4), 0.9, floor=0.5) == 0.5
+    assert pl.lowest_threshold(conf, np.ones(4), 0.9) == pytest.approx(0.6)
+    # Weight 0 leaves a prediction out (a cleanlab-flagged image, noise_method="exclude").
+    weight = np.array([1, 1, 0, 1.0])
+    assert pl.lowest_threshold(conf, right, 1.0, weight=weight) == pytest.approx(0.6)
+    assert pl.lowest_threshold(conf, right, 1.0) == pytest.approx(0.8)
+
+
+def test_stacked_heads_match_the_heads_one_by_one():
+    rng = np.random.default_rng(3)
+    _, x, y = clusters(rng, 10, classes=6)
+    kfold = pl.train_kfold(x, y)
+    assert np.allclose(
+        kfold.stacked().predict_proba(x[:40]), kfold.predict_proba(x[:40]), atol=1e-5
+    )
+    two = pl.train_kfold(x[y < 2], y[y < 2])  # binary heads: one coefficient row
+    assert np.allclose(two.stacked().predict_proba(x[:40]), two.predict_proba(x[:40]), atol=1e-5)
+
+
+def test_calibrate_ood_ignores_contamination_of_the_proxies():
+    rng = np.random.default_rng(0)
+    ids = rng.normal(0, 1, 2000)
+    ood = rng.normal(8, 1, 2000)
+    clean = open_set.calibrate_ood(ids, {"p": ood}, pick="middle")
+    mixed = open_set.calibrate_ood(ids, {"p": np.r_[ood, rng.normal(0, 1, 1500)]}, pick="middle")
+    assert 3 < clean.delta < 6 and abs(clean.delta - mixed.delta) < 1.0
+    assert clean.id_loss < 0.01 and clean.proxy_rejected["p"] > 0.99
+    # The held-out loss bound holds even when the proxies overlap the labeled images.
+    tight = open_set.calibrate_ood(ids, {"p": rng.normal(0.5, 1, 2000)}, max_id_loss=0.05)
+    assert tight.id_loss <= 0.05
+
+
+def _toy(seed=0, support=None, noise=0.0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((30, 32)) * 2
+    counts = np.full(30, 20)
+    for c, k in (support or {}).items():
+        counts[c] = k
+    y = np.repeat(np.arange(30), counts)
+    x = (centers[y] + rng.standard_normal((len(y), 32))).astype(np.float32)
+    flip = rng.random(len(y)) < noise
+    noisy = np.where(flip, (y + rng.integers(1, 30, len(y))) % 30, y)
+    return x, noisy, y, centers, rng
+
+
+def test_label_noise_handles_absent_and_tiny_classes_and_finds_flips():
+    x, y, _, _, _ = _toy(support={29: 0, 28: 1, 27: 2})
+    kfold = pl.train_kfold(x, y)
+    noise = open_set.estimate_label_noise(kfold.oof, y, 4)
+    assert not noise.modeled[[27, 28, 29]].any() and np.isnan(noise.noise_rate[[27, 28, 29]]).all()
+    assert not noise.issue[np.isin(y, [27, 28])].any()
+    assert np.nanmax(noise.noise_rate) < 0.1  # clean labels
+    x, noisy, truth, _, _ = _toy(seed=1, noise=0.15)
+    kfold = pl.train_kfold(x, noisy)
+    noise = open_set.estimate_label_noise(kfold.oof, noisy, 4)
+    flipped = noisy != truth
+    assert (
+        noise.issue[flipped].mean() > 0.6
+        and (noisy[noise.issue] != truth[noise.issue]).mean() > 0.8
+    )
+    assert 0.07 < np.nanmean(noise.noise_rate) < 0.3
+
+
+def test_noise_aware_thresholds_ignore_flagged_labels():
+    # 15% flipped labels cap the OOF precision against the given labels near 0.85, so a
+    # 0.98 target is unreachable for the classic rule; against cleanlab's cleaned labels
+    # it is reachable and the τ_c come down to the floor.
+    x, noisy, _, _, _ = _toy(seed=2, noise=0.15, support=dict.fromkeys(range(30), 40))
+    kfold = pl.train_kfold(x, noisy)
+    classic = pl.calibrate_thresholds(kfold.oof, noisy)
+    noise = open_set.estimate_label_noise(kfold.oof, noisy, 4)
+    aware = open_set.calibrate_noise_aware(kfold.oof, noisy, noise)
+    usable = np.isfinite(aware.tau)
+    assert usable.sum() > np.isfinite(classic.tau).sum() + 10
+    assert np.all(aware.tau[usable] >= 0.5) and set(aware.kind) <= {
+        pl.TAU_CLASS,
+        pl.TAU_UNREACHABLE,
+    }
+    assert np.nanmin(aware.observed_precision) < np.nanmin(aware.estimated_precision)
+
+
+def test_absent_class_keeps_nothing_few_shot_class_is_kept_and_ood_is_rejected():
+    x, y, _, centers, rng = _toy(support={29: 0, 28: 2})
+    kfold = pl.train_kfold(x, y)
+    rule, _ = open_set.fit_rule(x, y, kfold)
+    model = rule.model
+    assert model.thresholds.kind[29] == pl.TAU_ABSENT and model.thresholds.few_shot[28]
+    assert model.thresholds.kind[28] == pl.TAU_FEW_SHOT and not model.thresholds.few_shot[0]
+    cand = (centers[[28] * 20 + [29] * 20] + rng.standard_normal((40, 32))).astype(np.float32)
+    far = (rng.standard_normal((20, 32)) * 2 + 12 * rng.standard_normal(32)).astype(np.float32)
+    d = rule.score(np.concatenate([cand, far]))
+    assert (d.label[d.kept] != 29).all()
+    assert d.kept[:20].mean() > 0.5 and (d.label[:20][d.kept[:20]] == 28).all()
+    assert d.few_shot[:20][d.kept[:20]].all()
+    assert not d.kept[20:].any()  # class 29: OOD or low confidence, never kept
+    assert (d.reason[40:] == pl.OUT_OF_DISTRIBUTION).all()  # far from every class
+    assert (d.ood_score[40:] > model.ood.delta).all() and model.ood.id_loss <= 0.05
+    # --no-ood: the same far candidates are no longer rejected as out_of_distribution.
+    loose = open_set.OpenSetRule(rule.heads, model, pl.PseudolabelConfig(ood=False))
+    assert not (loose.score(far).reason == pl.OUT_OF_DISTRIBUTION).any()
+
+
+def test_few_shot_label_needs_every_fold_prototype_to_agree():
+    x, y, _, _, _ = _toy(seed=4, support={27: 3, 28: 3})
+    kfold = pl.train_kfold(x, y)
+    rule, _ = open_set.fit_rule(x, y, kfold)
+    protos = rule.model.prototypes
+    # Along the segment between the two few-shot prototypes the nearest prototype
+    # changes, and not at the same place in every fold's prototype set.
+    t = np.linspace(0.3, 0.7, 81)[:, None]
+    line = (t * protos.full[27] + (1 - t) * protos.full[28]).astype(np.float32)
+    d = rule.score(line)
+    nearest_full = (line @ protos.full.T).argmax(1)
+    for i in np.flatnonzero(d.few_shot):
+        label = d.label[i]
+        assert label == nearest_full[i] and label in (27, 28)
+        folds_agree = all(
+            (line[i] @ protos.fold[k].T)[protos.fold_present[k]].max()
+            == (line[i] @ protos.fold[k].T)[label]
+            for k in range(4)
+            if protos.fold_present[k, label]
+        )
+        # in distribution and no head objects: the fold prototypes decide
+        if d.reason[i] not in (pl.OUT_OF_DISTRIBUTION, pl.FOLD_DISAGREEMENT):
+            assert (d.reason[i] != pl.PROTOTYPE_DISAGREEMENT) == folds_agree
+    assert (d.reason == pl.PROTOTYPE_DISAGREEMENT).sum() >= 3
+    assert d.kept.any()  # away from the boundary the few-shot labels are kept
+
+
+def test_open_set_rule_beats_the_classic_rule_on_noisy_labels_with_ood():
+    rng = np.random.default_rng(1)
+    centers, x, y = clusters(rng, 40)
+    wrong = rng.random(len(y)) < 0.15
+    y_noisy = np.where(wrong, (y + rng.integers(1, len(centers), len(y))) % len(centers), y)
+    cand_y = rng.integers(0, len(centers), 600)
+    in_dist = centers[cand_y] + 0.6 * rng.standard_normal((600, x.shape[1]))
+    ood = rng.standard_normal((300, x.shape[1])) * 2
+    cand = np.concatenate([in_dist, ood])
+    truth = np.concatenate([cand_y, np.full(300, -1)])
+    results = pseudolabel_eval.compare_rules(x, y_noisy, cand, truth)
+    assert results["c"]["precision"] >= 0.95
+    assert results["c"]["coverage"] > results["c_classic"]["coverage"] + 0.2

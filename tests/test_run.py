@@ -102,6 +102,8 @@ def test_paths_in_a_config_are_relative_to_its_file(tmp_path):
 def test_the_shipped_demo_url_list_is_what_the_demo_data_makes(tmp_path):
     made = demo.write_demo_url_list(demo.DEMO_URL_BASE, tmp_path / "urls.csv")
     assert made.read_text() == (CANDIDATES_DIR / "urls.csv").read_text()
+    truth = demo.write_demo_url_truth(demo.DEMO_URL_BASE, tmp_path / "url_truth.csv")
+    assert truth.read_text() == (CANDIDATES_DIR / "url_truth.csv").read_text()
     config = run_config.load(os.fspath(demo.DEMO_CONFIG))
     assert demo.DEMO_URL_BASE.endswith(f":{config.demo['port']}")
     with open(CANDIDATES_DIR / "urls.csv", newline="") as handle:

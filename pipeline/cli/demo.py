@@ -224,19 +224,70 @@ def pseudolabel_step(work: str, workers: int = 1) -> int:
     from pipeline import cli
 
     beam = [f"--direct_num_workers={workers}"] if workers > 1 else []
-    _step(f"6/{STEPS} Pseudo-label: K-fold teacher heads, calibrated thresholds (Beam)")
-    command = ["pseudolabel", "--work", work, "--labeled", os.fspath(CAMSDD_ROOT), *beam]
+    _step(
+        f"6/{STEPS} Pseudo-label: K-fold teacher heads, noise-aware thresholds, open-set "
+        "rejection (Beam)"
+    )
+    truth = write_demo_truth(work, Path(work) / "inputs" / "demo-truth.csv")
+    command = [
+        "pseudolabel",
+        "--work",
+        work,
+        "--labeled",
+        os.fspath(CAMSDD_ROOT),
+        "--truth",
+        os.fspath(truth),
+        *beam,
+    ]
     print("$ camsdd " + " ".join(command), flush=True)
     code = cli.main(command)
     if code:
         return code
+    print_measured(work)
+    return 0
+
+
+def print_measured(work: str) -> None:
+    """Rules (a), (b), (c) against the pool's truth file, as the demo prints them."""
     measured = measure_pseudolabels(work)
     print(
         f"  against the demo truth file ({measured['candidates']} dedup-kept candidates, "
         f"{measured['on_topic']} of a CamSDD class):"
     )
     print(pseudolabel_eval.render(measured["rules"], measured["candidates"]))
-    return 0
+
+
+def _demo_truth() -> dict[str, str]:
+    with open(CANDIDATES_DIR / "truth.csv", newline="") as handle:
+        return {Path(r["file"]).name: r["true_class"] for r in csv.DictReader(handle)}
+
+
+def write_demo_url_truth(base_url: str, target: Path) -> Path:
+    """The pool's true classes keyed by the URLs of ``write_demo_url_list`` (``--truth``)."""
+    truth = _demo_truth()
+    with open(CANDIDATES_DIR / "candidates.csv", newline="") as source:
+        files = [row["file"] for row in csv.DictReader(source)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["url", "true_class"])
+        for file in files:
+            writer.writerow([f"{base_url}/{file}", truth[Path(file).name]])
+    return target
+
+
+def write_demo_truth(work: str, target: Path) -> Path:
+    """The pool's truth file keyed by the URLs the crawl recorded (for the report's curves)."""
+    from pipeline.store import manifest
+
+    truth = _demo_truth()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["url", "true_class"])
+        for row in manifest.read_stage(work, "fetch").select(["url"]).to_pylist():
+            writer.writerow([row["url"], truth[row["url"].rsplit("/", 1)[-1]]])
+    return target
 
 
 def student_step(work: str) -> int:
@@ -253,7 +304,8 @@ def student_step(work: str) -> int:
 
 
 def measure_pseudolabels(work: str) -> dict:
-    """Rules (a), (b), (c) on the dedup-kept demo candidates, scored with truth.csv."""
+    """Rules (a), (b), (c) (and the classic K-fold rule) on the dedup-kept demo candidates,
+    scored with truth.csv; with the curves' areas."""
     from pipeline.core import pseudolabel
     from pipeline.models import teacher
     from pipeline.stages import pseudolabel as pseudolabel_stage
@@ -265,8 +317,7 @@ def measure_pseudolabels(work: str) -> dict:
     rows = [r for r in manifest.read_stage(work, "dedup").to_pylist() if r["status"] == "kept"]
     rows.sort(key=lambda r: r["key"])
     vectors = embeddings.vectors_for(work, spec, [r["sha256"] for r in rows])
-    with open(CANDIDATES_DIR / "truth.csv", newline="") as handle:
-        truth = {Path(r["file"]).name: r["true_class"] for r in csv.DictReader(handle)}
+    truth = _demo_truth()
     true_class = pseudolabel.class_indices([truth[r["url"].rsplit("/", 1)[-1]] for r in rows])
     results = pseudolabel_eval.compare_rules(
         labeled.vectors,
@@ -274,6 +325,7 @@ def measure_pseudolabels(work: str) -> dict:
         np.stack([vectors[r["sha256"]] for r in rows]),
         true_class,
         pseudolabel.class_indices([r["query_class"] for r in rows]),
+        curves=True,
     )
     return {
         "candidates": len(rows),
@@ -303,14 +355,6 @@ def demo_hooks(config: run_config.RunConfig) -> dict:
             ))  # fmt: skip
             print(f"  (serving {config.demo['serve']} at {served[0]})", flush=True)
 
-    def pseudolabel(work: str) -> None:
-        measured = measure_pseudolabels(work)
-        print(
-            f"  against the demo truth file ({measured['candidates']} dedup-kept candidates, "
-            f"{measured['on_topic']} of a CamSDD class):"
-        )
-        print(pseudolabel_eval.render(measured["rules"], measured["candidates"]))
-
     def build(work: str) -> None:
         load_back(os.fspath(epath.Path(work) / "tfds"))
 
@@ -323,7 +367,7 @@ def demo_hooks(config: run_config.RunConfig) -> dict:
             f"Review the labels: camsdd review --work {work} --labeled {CAMSDD_ROOT}"
         )
 
-    return {"serve": serve, "pseudolabel": pseudolabel, "build": build, "closing": closing}
+    return {"serve": serve, "pseudolabel": print_measured, "build": build, "closing": closing}
 
 
 def load_back(data_dir: str) -> None:

@@ -15,15 +15,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Trains K logistic-regression heads on the cached teacher embeddings of "
         "the --labeled training images (stratified folds: each head never sees one fold, "
-        "which gives out-of-fold (OOF) confidence for every labeled image), calibrates a "
-        "threshold per class on the OOF predictions, then scores every kept row of "
-        "W/dedup/manifest-*.parquet. A candidate is kept when all heads agree, the mean "
-        "max-probability reaches its class threshold and (with --query-match) the label "
-        "is the class searched for; else it is dropped as fold_disagreement, "
-        "low_confidence or query_mismatch, and over_class_cap beyond --max-per-class. "
+        "which gives out-of-fold (OOF) confidence for every labeled image). cleanlab's "
+        "confident learning on the OOF probabilities estimates which official labels are "
+        "wrong; each class's threshold is the lowest confidence at which its OOF "
+        "predictions reach --target-precision against those cleaned labels. Class "
+        "prototypes (mean embeddings) give an out-of-distribution score, cut where held-out "
+        "labeled images and OOD proxies (shuffled features; sampled dedup-kept candidates "
+        "whose query class every head rejects) separate best. Classes with fewer labeled "
+        "images than --folds or --min-support OOF predictions use a few-shot rule: the "
+        "nearest prototype in every fold must agree. Every kept row of "
+        "W/dedup/manifest-*.parquet is then scored: dropped as out_of_distribution, "
+        "fold_disagreement, prototype_disagreement, low_confidence, query_mismatch (with "
+        "--query-match) or over_class_cap (beyond --max-per-class), else kept. "
         "Writes W/pseudolabel/manifest-*.parquet, report.{json,md}, "
-        "confidence_histograms.png, reliability.png, label_issues.csv (official training "
-        "images whose OOF prediction contradicts their label, for review) and oof.parquet.",
+        "confidence_histograms.png, reliability.png, precision_coverage.png (rules (a) "
+        "argmax, (b) one global threshold, (c) this rule; from OOF and from --truth), "
+        "label_issues.csv (official training images whose OOF prediction contradicts "
+        "their label, for review) and oof.parquet.",
         epilog="Run `camsdd embed --work W --reference CAMSDD_ROOT` and `camsdd dedup` "
         "first. Any other --flag is a Beam pipeline option (--runner DataflowRunner …).",
     )
@@ -50,8 +58,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--min-support",
         type=int,
         default=defaults.min_support,
-        help="OOF predictions a class needs for its own threshold; fewer use the pooled "
-        "threshold of all classes (default %(default)s)",
+        help="OOF predictions a class needs for its own threshold; a class with fewer (or "
+        "with fewer labeled images than --folds) uses the few-shot prototype rule "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-ood",
+        action="store_true",
+        help="do not drop candidates far from their class prototype (out_of_distribution)",
+    )
+    parser.add_argument(
+        "--max-id-loss",
+        type=float,
+        default=defaults.max_id_loss,
+        help="most held-out labeled images the OOD cut may reject (default %(default)s)",
+    )
+    parser.add_argument(
+        "--pool-sample",
+        type=int,
+        default=defaults.pool_sample,
+        help="dedup-kept candidates scored before the run for OOD proxies (default %(default)s)",
+    )
+    parser.add_argument(
+        "--noise-method",
+        choices=("credit", "exclude", "rate"),
+        default=defaults.noise_method,
+        help="how official labels cleanlab flags count when calibrating thresholds: the "
+        "OOF prediction gets the credit, they are left out, or cleanlab's noise rates "
+        "correct the precision (default %(default)s)",
+    )
+    parser.add_argument(
+        "--truth",
+        help="optional CSV of candidates' known classes (key or url, true_class) for the "
+        "report's precision-coverage curves against the truth",
     )
     parser.add_argument(
         "--no-agreement",
@@ -94,6 +133,10 @@ def config_from_args(args: argparse.Namespace) -> pseudolabel.PseudolabelConfig:
         max_per_class=args.max_per_class,
         regularization=args.regularization,
         seed=args.seed,
+        ood=not args.no_ood,
+        max_id_loss=args.max_id_loss,
+        pool_sample=args.pool_sample,
+        noise_method=args.noise_method,
     )
 
 
@@ -103,7 +146,12 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.store import manifest
 
     report = pseudolabel_stage.run_pseudolabel(
-        args.work, args.labeled, config_from_args(args), common.teacher_spec(args), args.beam_args
+        args.work,
+        args.labeled,
+        config_from_args(args),
+        common.teacher_spec(args),
+        args.beam_args,
+        truth=args.truth,
     )
     print(pseudolabel_report.render_text(report))
     return manifest.print_locations(report)

@@ -40,7 +40,7 @@ OFF_BY_DEFAULT = frozenset({"ablate"})
 #: Flags the runner sets itself, from [run] (never keys of a stage's section).
 SHARED_FLAGS = frozenset({"work", "reference", "labeled", "data_dir", "help", "no_progress"})
 #: Flags naming an input that must exist before the run starts.
-INPUT_PATHS = {"urls": "file", "folder": "folder", "queries": "file"}
+INPUT_PATHS = {"urls": "file", "folder": "folder", "queries": "file", "truth": "file"}
 RUN_KEYS = {
     "labeled": (str, None, "CAMSDD_ROOT: the labeled CamSDD folder (or its zip); required"),
     "work": (str, None, "work directory (the command line's --work wins)"),
@@ -53,7 +53,6 @@ REVIEW_KEYS = {"port": (int, 5151, "the App's port when you open it later")}
 DEMO_KEYS = {
     "serve": (str, None, "a folder served on 127.0.0.1:PORT while crawling and fetching"),
     "port": (int, 8471, "the port (the url list names it)"),
-    "truth": (str, None, "CSV file,true_class of the pool: rules (a), (b), (c) measured"),
 }
 
 
@@ -237,9 +236,8 @@ def check(data: dict[str, Any], path: str = "config") -> RunConfig:
     demo = None
     if "demo" in data:
         demo = _check_plain(path, "demo", data["demo"], DEMO_KEYS)
-        for key in ("serve", "truth"):
-            if demo.get(key):
-                demo[key] = os.path.join(base, demo[key])
+        if demo.get("serve"):
+            demo["serve"] = os.path.join(base, demo["serve"])
     return RunConfig(path, run, stages, enabled, demo)
 
 

@@ -17,13 +17,18 @@ The method (ALONG's 4-fold self-distillation, Mobile AI 2021):
    when all K heads agree on the class, the mean max-probability is ≥ τ_c and
    (optionally) the class is the one the crawler searched for; each class adds at
    most ``max_per_class`` images, the most confident first.
+
+Steps 2 and 3 here are the *classic* rule (``calibrate_thresholds``, ``decide``), kept as
+the named baseline of the benchmarks. The stage runs ``open_set``: τ_c against
+cleanlab-cleaned labels, an out-of-distribution test on class prototypes and a
+few-shot prototype rule. The drop reasons and every knob of both are defined here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -31,16 +36,28 @@ from pipeline.core.classes import NUM_CLASSES
 
 #: Drop reasons, in the order they are checked (a candidate records the first).
 NOT_EMBEDDED = "not_embedded"
+OUT_OF_DISTRIBUTION = "out_of_distribution"  # far from its class's prototype (open_set)
 FOLD_DISAGREEMENT = "fold_disagreement"
+PROTOTYPE_DISAGREEMENT = "prototype_disagreement"  # few-shot label not nearest in every fold
 LOW_CONFIDENCE = "low_confidence"
 QUERY_MISMATCH = "query_mismatch"
 OVER_CLASS_CAP = "over_class_cap"
-REASONS = (NOT_EMBEDDED, FOLD_DISAGREEMENT, LOW_CONFIDENCE, QUERY_MISMATCH, OVER_CLASS_CAP)
+REASONS = (
+    NOT_EMBEDDED,
+    OUT_OF_DISTRIBUTION,
+    FOLD_DISAGREEMENT,
+    PROTOTYPE_DISAGREEMENT,
+    LOW_CONFIDENCE,
+    QUERY_MISMATCH,
+    OVER_CLASS_CAP,
+)
 
 #: How a class's threshold was chosen.
 TAU_CLASS = "class"  # from its own OOF predictions
-TAU_POOLED = "pooled"  # too few OOF predictions: the pooled threshold
+TAU_POOLED = "pooled"  # too few OOF predictions: the pooled threshold (the classic rule)
+TAU_FEW_SHOT = "few_shot"  # fewer images than K or OOF predictions: the prototype rule
 TAU_UNREACHABLE = "unreachable"  # no threshold reaches the target: keeps nothing
+TAU_ABSENT = "absent"  # no labeled image: keeps nothing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +74,21 @@ class PseudolabelConfig:
       max_per_class: most pseudo-labeled images one class may add (0: no cap).
       regularization: inverse L2 strength C of the logistic-regression heads.
       seed: fold assignment seed (reruns give the same folds).
+
+    The open-set rule (``open_set``) adds:
+      ood: apply the out-of-distribution test (prototype z-score > δ).
+      max_id_loss: the OOD cut never rejects more than this share of held-out labeled images.
+      ood_tolerance: cuts whose Youden J is within this of the best count as equally good.
+      ood_pick: "permissive" (the largest such cut) or "middle" (the middle of the range).
+      proxy_query_prob: a dedup-kept candidate is an OOD proxy when every head gives its
+        query class less than this.
+      pool_sample: most dedup-kept candidates scored for those proxies before δ is fixed.
+      proxies: synthetic proxies made of each kind.
+      cut_proxies: synthetic proxy kinds the cut is calibrated on (others only reported).
+      noise_method: how labels cleanlab flags count in τ_c's precision: "credit" (the OOF
+        prediction that contradicts a flagged label is right), "exclude" (left out),
+        "rate" (given-label precision corrected with cleanlab's noise matrix).
+      cleanlab_filter: ``filter_by`` of ``cleanlab.filter.find_label_issues``.
     """
 
     folds: int = 4
@@ -68,6 +100,16 @@ class PseudolabelConfig:
     max_per_class: int = 1000
     regularization: float = 10.0
     seed: int = 2021
+    ood: bool = True
+    max_id_loss: float = 0.05
+    ood_tolerance: float = 0.01
+    ood_pick: str = "permissive"
+    proxy_query_prob: float = 0.01
+    pool_sample: int = 10_000
+    proxies: int = 1000
+    cut_proxies: tuple[str, ...] = ("shuffled",)
+    noise_method: str = "credit"
+    cleanlab_filter: str = "prune_by_noise_rate"
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -78,6 +120,14 @@ class PseudolabelConfig:
             raise ValueError(f"threshold floor must be in [0, 1], not {self.threshold_floor}")
         if self.max_per_class < 0:
             raise ValueError(f"max_per_class must be >= 0, not {self.max_per_class}")
+        if not 0 <= self.max_id_loss < 1:
+            raise ValueError(f"max_id_loss must be in [0, 1), not {self.max_id_loss}")
+        if self.ood_pick not in ("permissive", "middle"):
+            raise ValueError(f"ood_pick must be permissive or middle, not {self.ood_pick!r}")
+        if self.noise_method not in ("credit", "exclude", "rate"):
+            raise ValueError(f"unknown noise_method {self.noise_method!r}")
+        if self.pool_sample < 0:
+            raise ValueError(f"pool_sample must be >= 0, not {self.pool_sample}")
 
 
 DEFAULT_CONFIG = PseudolabelConfig()
@@ -164,6 +214,66 @@ class KFoldHeads:
         """(K, n, NUM_CLASSES): every head's probabilities for ``x``."""
         return np.stack([head.predict_proba(x) for head in self.heads])
 
+    def stacked(self) -> StackedHeads:
+        """The K heads as one matrix product (what the stage scores with)."""
+        return StackedHeads.from_heads(self.heads)
+
+
+@dataclasses.dataclass
+class StackedHeads:
+    """K logistic-regression heads as one (d, K·NUM_CLASSES) matrix product.
+
+    The same probabilities as ``Head.predict_proba`` of each head (to float32
+    rounding), without normalizing the batch once per head or calling sklearn K
+    times. A class a head never saw has logit −inf there, so probability 0.
+
+    Attributes:
+      weight: (d, K·NUM_CLASSES) float32.
+      bias: (K·NUM_CLASSES,) float32, −inf for classes a head never saw.
+      classes: per head, the class indices it was trained on.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    classes: list[np.ndarray]
+
+    @classmethod
+    def from_heads(cls, heads: Sequence[Head]) -> StackedHeads:
+        d = heads[0].model.coef_.shape[1]
+        weight = np.zeros((len(heads), NUM_CLASSES, d), np.float32)
+        bias = np.full((len(heads), NUM_CLASSES), -np.inf, np.float32)
+        for k, head in enumerate(heads):
+            coef = np.asarray(head.model.coef_, np.float32)
+            intercept = np.asarray(head.model.intercept_, np.float32)
+            if len(head.classes) == 2 and len(coef) == 1:  # binary: p1 = sigmoid(w·x + b)
+                coef = np.stack([np.zeros_like(coef[0]), coef[0]])
+                intercept = np.array([0.0, intercept[0]], np.float32)
+            weight[k, head.classes] = coef
+            bias[k, head.classes] = intercept
+        return cls(
+            weight=np.ascontiguousarray(weight.reshape(-1, d).T),
+            bias=bias.reshape(-1),
+            classes=[h.classes for h in heads],
+        )
+
+    @property
+    def folds(self) -> int:
+        return len(self.classes)
+
+    def predict_proba_unit(self, u: np.ndarray) -> np.ndarray:
+        """(K, n, NUM_CLASSES) probabilities of already L2-normalized rows ``u``."""
+        logits = (np.asarray(u, np.float32) @ self.weight + self.bias).reshape(
+            len(u), self.folds, NUM_CLASSES
+        )
+        logits -= logits.max(2, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(2, keepdims=True)
+        return p.transpose(1, 0, 2)
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """(K, n, NUM_CLASSES) probabilities of raw embeddings ``x``."""
+        return self.predict_proba_unit(l2_normalize(x))
+
 
 def train_kfold(
     x: np.ndarray, y: np.ndarray, config: PseudolabelConfig = DEFAULT_CONFIG
@@ -186,23 +296,42 @@ def train_kfold(
 
 
 def lowest_threshold(
-    confidence: np.ndarray, correct: np.ndarray, target: float, min_support: int = 1
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    target: float,
+    min_support: int = 1,
+    floor: float | None = None,
+    weight: np.ndarray | None = None,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> float | None:
     """Lowest t such that the predictions with confidence ≥ t are ≥ ``target`` correct.
 
     Only thresholds keeping at least ``min_support`` predictions count. Returns
-    None when no such threshold exists.
+    None when no such threshold exists. ``correct`` may be fractional; ``weight``
+    is each prediction's weight in the denominator (0: not counted); ``transform``
+    maps the precision curve before the comparison (a noise correction). With
+    ``floor``: when all predictions together meet the target, the answer is the
+    floor rather than the lowest confidence seen (which would drop the ≈1/(n+1)
+    of candidates less confident than every OOF prediction for no measured reason).
     """
     confidence = np.asarray(confidence, np.float64)
-    correct = np.asarray(correct, bool)
+    hits = np.asarray(correct, np.float64)
+    weight = np.ones_like(hits) if weight is None else np.asarray(weight, np.float64)
+    if not len(confidence):
+        return None
     order = np.argsort(-confidence, kind="stable")
-    conf, hits = confidence[order], correct[order]
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    conf, hits, weight = confidence[order], hits[order], weight[order]
+    counted = np.cumsum(weight)
+    precision = np.cumsum(hits) / np.maximum(counted, 1e-12)
+    if transform is not None:
+        precision = transform(precision)
     # A threshold equal to a confidence keeps every tie: evaluate at the last of each tie.
-    last_of_tie = np.r_[conf[1:] != conf[:-1], True] if len(conf) else np.zeros(0, bool)
-    ok = (precision >= target) & last_of_tie & (np.arange(1, len(conf) + 1) >= min_support)
+    last_of_tie = np.r_[conf[1:] != conf[:-1], True]
+    ok = (precision >= target) & last_of_tie & (counted >= min_support)
     if not ok.any():
         return None
+    if ok[-1] and floor is not None:
+        return float(min(floor, conf[-1]))
     return float(conf[np.nonzero(ok)[0].max()])
 
 

@@ -632,6 +632,7 @@ def regenerate() -> None:
     from pipeline.cli import demo
 
     demo.write_demo_url_list(demo.DEMO_URL_BASE, CANDIDATES_DIR / "urls.csv")
+    demo.write_demo_url_truth(demo.DEMO_URL_BASE, CANDIDATES_DIR / "url_truth.csv")
     _print_summary()
 
 

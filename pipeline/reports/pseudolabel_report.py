@@ -1,4 +1,5 @@
-"""The pseudolabel run report: the teacher's OOF quality, thresholds, what each rule did, plots."""
+"""The pseudolabel run report: the teacher's OOF quality, label noise, thresholds, the OOD cut,
+what each rule did, the precision-coverage curves of rules (a), (b), (c), plots."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.core import classes, pseudolabel, schema
+from pipeline.core import classes, open_set, pseudolabel, pseudolabel_eval, schema
 
 LABEL_ISSUES_LISTED = 20
 
@@ -20,16 +21,27 @@ def _finite(value: float) -> float | None:
     return round(float(value), 4) if np.isfinite(value) else None
 
 
-def _per_class_oof(labels: np.ndarray, oof: np.ndarray, thresholds: pseudolabel.Thresholds):
+def _round(value: float) -> float | None:
+    return round(float(value), 4) if np.isfinite(value) else None
+
+
+def _per_class_oof(
+    labels: np.ndarray,
+    oof: np.ndarray,
+    thresholds: open_set.NoiseAwareThresholds,
+    noise: open_set.LabelNoise,
+):
     predicted, confidence = oof.argmax(1), oof.max(1)
     rows = []
     for c, folder in enumerate(classes.CLASS_FOLDERS):
         mine = labels == c
-        chosen = (predicted == c) & (confidence >= thresholds.tau[c])
+        regular = thresholds.kind[c] == pseudolabel.TAU_CLASS
+        chosen = (predicted == c) & (confidence >= thresholds.tau[c]) & regular
         rows.append(
             {
                 "class": folder,
                 "train_images": int(mine.sum()),
+                "kind": thresholds.kind[c],
                 "oof_top1": round(pseudolabel.top_k_accuracy(oof[mine], labels[mine], 1), 4)
                 if mine.any()
                 else None,
@@ -39,6 +51,10 @@ def _per_class_oof(labels: np.ndarray, oof: np.ndarray, thresholds: pseudolabel.
                 "oof_predictions": int(thresholds.support[c]),
                 "threshold": _finite(thresholds.tau[c]),
                 "threshold_from": thresholds.kind[c],
+                "noise_rate": _round(noise.noise_rate[c]),
+                "flagged_share": _round(noise.flagged_rate[c]),
+                "observed_precision": _round(thresholds.observed_precision[c]),
+                "estimated_precision": _round(thresholds.estimated_precision[c]),
                 "oof_precision_at_threshold": round(float((labels[chosen] == c).mean()), 4)
                 if chosen.any()
                 else None,
@@ -48,13 +64,128 @@ def _per_class_oof(labels: np.ndarray, oof: np.ndarray, thresholds: pseudolabel.
     return rows
 
 
+# ------------------------------------------------------------------ curves
+
+
+def oof_curves(labeled, kfold: pseudolabel.KFoldHeads, rule: open_set.OpenSetRule, noise):
+    """Rules (a), (b), (c) on the labeled images' OOF predictions, against the given labels.
+
+    (c): the OOF argmax of a regular class, kept when its held-out OOD score (fold
+    prototypes) is within δ and its confidence reaches τ along (c)'s knob path. OOF
+    predictions cannot show OOD errors, and few-shot labels (prototype rule) are not
+    OOF predictions: they are left out here.
+    """
+    y, oof = labeled.labels, kfold.oof
+    predicted, confidence = oof.argmax(1), oof.max(1)
+    everyone = np.ones(len(y), bool)
+    model = rule.model
+    z = open_set.held_out_z(labeled.vectors, predicted, kfold.fold, model.prototypes)
+    in_dist = model.prototypes.present[predicted] & ((z <= model.ood.delta) | (not rule.config.ood))
+    base = in_dist & ~model.thresholds.few_shot[predicted]
+    reason = np.where(base, None, "excluded").astype(object)
+    path = open_set.tau_path(oof, y, noise, model, rule.config)
+    a = pseudolabel.precision_coverage(predicted, y, everyone, everyone)
+    c = pseudolabel.precision_coverage(
+        predicted, y, base & (confidence >= model.thresholds.tau[predicted]), everyone
+    )
+    return {
+        "source": "OOF (given labels)",
+        "candidates": len(y),
+        "on_topic": len(y),
+        "points": {
+            "a": [(a["precision"], a["coverage"])],
+            "b": pseudolabel_eval.threshold_sweep(predicted, confidence, y, everyone),
+            "c": [
+                *pseudolabel_eval.rule_c_points(predicted, confidence, reason, y, everyone, path),
+                (c["precision"], c["coverage"]),
+            ],
+        },
+        "default": {"a": a, "c": c},
+    }
+
+
+def curve_summary(curves: dict[str, Any]) -> dict[str, Any]:
+    """Areas over precision 0.90-0.995, c ≥ b at every precision, the default points."""
+    if not curves:
+        return {}
+    env = {k: pseudolabel_eval.envelope(v) for k, v in curves["points"].items()}
+    diff = env["c"] - env["b"]
+    grid = pseudolabel_eval.P_GRID
+    worst = int(np.argmin(diff))
+    return {
+        "source": curves["source"],
+        "candidates": curves["candidates"],
+        "on_topic": curves["on_topic"],
+        "areas": {k: round(pseudolabel_eval.area(v), 4) for k, v in env.items()},
+        "c_at_or_above_b": bool((diff >= -1e-12).all()),
+        "worst_gap": {"coverage": round(float(diff[worst]), 4), "precision": float(grid[worst])},
+        "coverage_at": {
+            f"{p:.3f}": {
+                k: round(float(v[int(np.argmin(np.abs(grid - p)))]), 4) for k, v in env.items()
+            }
+            for p in (0.90, 0.95, 0.98, 0.99)
+        },
+        "default": {
+            k: {m: v.get(m) for m in ("kept", "correct", "precision", "coverage")}
+            for k, v in curves["default"].items()
+        },
+    }
+
+
+def curve_plot(oof: dict[str, Any], truth: dict[str, Any] | None = None) -> bytes:
+    """``precision_coverage.png``: (a), (b), (c) from OOF and, if given, from the truth file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [oof] + ([truth] if truth else [])
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
+    for ax, curves in zip(axes[0], panels, strict=True):
+        summary = curve_summary(curves)
+        styles = {
+            "b": ("tab:blue", "-", "(b) single head, global threshold"),
+            "c": ("tab:red", "-", "(c) K-fold rule (target, then floor)"),
+        }
+        for key, (color, line, name) in styles.items():
+            pts = sorted(p for p in curves["points"][key] if not np.isnan(p[0]))
+            pts = sorted(pts, key=lambda p: p[1])
+            ax.plot(
+                [p[1] for p in pts],
+                [p[0] for p in pts],
+                line,
+                color=color,
+                marker=".",
+                markersize=3,
+                label=f"{name}, area {summary['areas'][key]:.3f}",
+            )
+        a = curves["points"]["a"][0]
+        ax.plot([a[1]], [a[0]], "k*", markersize=12, label="(a) argmax, no filter")
+        c = curves["default"]["c"]
+        if c["kept"]:
+            ax.plot([c["coverage"]], [c["precision"]], "rD", markersize=8, label="(c) default")
+        ax.axhspan(0.90, 0.995, color="gray", alpha=0.08)
+        ax.set_xlabel("coverage (right labels kept / items with a class)")
+        ax.set_ylabel("precision of kept labels")
+        ax.set_title(
+            f"{curves['source']}: {curves['candidates']} items; c ≥ b on 0.90-0.995: "
+            f"{summary['c_at_or_above_b']}",
+            fontsize=9,
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    figure.tight_layout()
+    return _png(figure)
+
+
 def build(
     table: pa.Table,
     *,
     labeled,
     kfold: pseudolabel.KFoldHeads,
-    thresholds: pseudolabel.Thresholds,
-    config: pseudolabel.PseudolabelConfig,
+    rule: open_set.OpenSetRule,
+    noise: open_set.LabelNoise,
+    pool_size: int,
     counters: dict[str, int],
     model: str,
     seconds: float,
@@ -62,6 +193,7 @@ def build(
     run_id: str,
 ) -> dict[str, Any]:
     """The report as a JSON-able dict; ``reconciled``: inputs == kept + dropped."""
+    config, thresholds, ood = rule.config, rule.model.thresholds, rule.model.ood
     rows = table.to_pylist()
     counts = schema.tally(rows)
     reasons = counts.dropped_by_reason
@@ -70,6 +202,7 @@ def build(
         per_class[r["label"] or "(not scored)"][r["reason"] or schema.KEPT] += 1
     scored = [r for r in rows if r["label"] is not None]
     rules = {
+        "in_distribution": ("ood_score", config.ood),
         "heads_agree": ("heads_agree", config.require_agreement),
         "confidence_at_least_threshold": ("above_threshold", True),
         "label_is_query_class": ("query_match", config.require_query_match),
@@ -77,10 +210,11 @@ def build(
     rule_counts = {
         name: {
             "enabled": enabled,
-            "passed": sum(1 for r in scored if r[column]),
-            "failed": sum(1 for r in scored if not r[column]),
+            "passed": sum(1 for r in scored if _passes(r, column, ood.delta)),
+            "failed": sum(1 for r in scored if not _passes(r, column, ood.delta)),
             "dropped_first_by_this_rule": reasons.get(
                 {
+                    "in_distribution": pseudolabel.OUT_OF_DISTRIBUTION,
                     "heads_agree": pseudolabel.FOLD_DISAGREEMENT,
                     "confidence_at_least_threshold": pseudolabel.LOW_CONFIDENCE,
                     "label_is_query_class": pseudolabel.QUERY_MISMATCH,
@@ -89,6 +223,12 @@ def build(
             ),
         }
         for name, (column, enabled) in rules.items()
+    }
+    rule_counts["few_shot_prototypes_agree"] = {
+        "enabled": True,
+        "passed": None,
+        "failed": reasons.get(pseudolabel.PROTOTYPE_DISAGREEMENT, 0),
+        "dropped_first_by_this_rule": reasons.get(pseudolabel.PROTOTYPE_DISAGREEMENT, 0),
     }
     y, oof = labeled.labels, kfold.oof
     issues = pseudolabel.label_issues(oof, y)
@@ -120,17 +260,49 @@ def build(
             "pooled_threshold": _finite(thresholds.pooled)
             if thresholds.pooled is not None
             else None,
-            "per_class": _per_class_oof(y, oof, thresholds),
+            "per_class": _per_class_oof(y, oof, thresholds, noise),
+        },
+        "label_noise": {
+            "method": "cleanlab confident joint on OOF probabilities (classes with >= K images)",
+            "classes_modeled": int(noise.modeled.sum()),
+            "flagged_images": int(noise.issue.sum()),
+            "noise_method": config.noise_method,
+            "filter_by": config.cleanlab_filter,
+        },
+        "few_shot": {
+            "rule": open_set.FEW_SHOT_RULE,
+            "classes": [classes.CLASS_FOLDERS[c] for c in np.flatnonzero(thresholds.few_shot)],
+            "threshold": _finite(
+                thresholds.tau[thresholds.few_shot][0] if thresholds.few_shot.any() else np.inf
+            ),
+            "beta": rule.model.proto_beta,
+            "kept": sum(1 for r in rows if r["status"] == schema.KEPT and r.get("few_shot")),
+        },
+        "ood": {
+            "enabled": config.ood,
+            "score": "z = (median held-out cosine - cosine to the label's prototype) / MAD scale",
+            "delta": _finite(ood.delta),
+            "held_out_loss": round(ood.id_loss, 4),
+            "max_id_loss": config.max_id_loss,
+            "proxy_rejected": {k: round(v, 4) for k, v in ood.proxy_rejected.items()},
+            "pool_sample": pool_size,
+            "dropped": reasons.get(pseudolabel.OUT_OF_DISTRIBUTION, 0),
         },
         "label_issues": {
             "count": int(len(issues)),
             "file": "label_issues.csv",
             "worst": [_issue_row(labeled, kfold, i) for i in issues[:LABEL_ISSUES_LISTED]],
         },
-        "plots": ["confidence_histograms.png", "reliability.png"],
+        "plots": ["confidence_histograms.png", "reliability.png", "precision_coverage.png"],
         "seconds": round(seconds, 2),
         "train_seconds": round(train_seconds, 2),
     }
+
+
+def _passes(row: dict[str, Any], column: str, delta: float) -> bool:
+    if column == "ood_score":
+        return row["ood_score"] is not None and row["ood_score"] <= delta
+    return bool(row[column])
 
 
 def _issue_row(labeled, kfold: pseudolabel.KFoldHeads, i: int) -> dict[str, Any]:
@@ -173,6 +345,31 @@ def render_text(report: dict[str, Any]) -> str:
         f"({sum(c['threshold_from'] == 'class' for c in calibrated)} from their own OOF), "
         f"pooled {teacher['pooled_threshold']}"
     )
+    noise, few, ood = report["label_noise"], report["few_shot"], report["ood"]
+    lines.append(
+        f"  label noise (cleanlab, {noise['classes_modeled']} classes modeled): "
+        f"{noise['flagged_images']} official labels flagged"
+    )
+    lines.append(
+        f"  few-shot classes (prototype rule): {len(few['classes'])}, threshold "
+        f"{few['threshold']}, kept {few['kept']}"
+    )
+    if ood["enabled"]:
+        proxies = ", ".join(f"{k} {v:.2f}" for k, v in ood["proxy_rejected"].items())
+        lines.append(
+            f"  OOD cut δ={ood['delta']} (z): held-out labeled rejected {ood['held_out_loss']:.3f}"
+            f"; proxies rejected: {proxies or 'none'}; pool sample {ood['pool_sample']}"
+        )
+    else:
+        lines.append("  OOD test off (--no-ood)")
+    for key in ("oof_curves", "truth"):
+        summary = report.get(key)
+        if summary:
+            areas = ", ".join(f"({k}) {v:.3f}" for k, v in summary["areas"].items())
+            lines.append(
+                f"  precision-coverage areas, {summary['source']} ({summary['candidates']}): "
+                f"{areas}; c >= b everywhere: {summary['c_at_or_above_b']}"
+            )
     lines.append(f"  label issues in the official train set: {report['label_issues']['count']}")
     lines += review_lines(report.get("review"))
     return "\n".join(lines)
@@ -245,22 +442,68 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"Classes with fewer training images than folds (not in every fold): "
             f"{', '.join(teacher['thin_classes'])}.",
         ]
+    noise, few, ood = report["label_noise"], report["few_shot"], report["ood"]
     out += [
         "",
-        "| class | train | OOF top-1 | OOF top-3 | OOF predictions | τ | from | OOF precision "
-        "at τ | kept | dropped |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
+        f"Label noise: {noise['method']}; {noise['classes_modeled']} classes modeled, "
+        f"{noise['flagged_images']} official labels flagged. τ_c is the lowest confidence at "
+        f"which the class's OOF predictions reach the target against the cleaned labels "
+        f"(`{noise['noise_method']}`): *P obs* is that precision against the given labels, "
+        f"*P est* against the cleaned ones.",
+        "",
+        "| class | train | kind | OOF top-1 | OOF top-3 | OOF predictions | τ | noise rate "
+        "(cleanlab) | flagged | P obs at τ | P est at τ | kept | dropped |",
+        "| --- | ---: | --- " + "| ---: " * 10 + "|",
     ]
     for c in teacher["per_class"]:
         outcome = report["per_class"].get(c["class"], {})
         kept = outcome.get(schema.KEPT, 0)
         dropped = sum(v for k, v in outcome.items() if k != schema.KEPT)
         out.append(
-            f"| {c['class']} | {c['train_images']} | {_cell(c['oof_top1'])} | "
+            f"| {c['class']} | {c['train_images']} | {c['kind']} | {_cell(c['oof_top1'])} | "
             f"{_cell(c['oof_top3'])} | {c['oof_predictions']} | {_cell(c['threshold'])} | "
-            f"{c['threshold_from']} | {_cell(c['oof_precision_at_threshold'])} | {kept} | "
+            f"{_cell(c['noise_rate'])} | {_cell(c['flagged_share'])} | "
+            f"{_cell(c['observed_precision'])} | {_cell(c['estimated_precision'])} | {kept} | "
             f"{dropped} |"
         )
+    out += [
+        "",
+        "## Few-shot classes",
+        "",
+        few["rule"],
+        "",
+        f"Few-shot classes: {', '.join(few['classes']) or 'none'}; few-shot threshold "
+        f"{few['threshold']} (prototype classifier, β={few['beta']}); kept {few['kept']}.",
+        "",
+        "## Out-of-distribution test",
+        "",
+    ]
+    if ood["enabled"]:
+        out += [
+            f"Score: {ood['score']}. Cut δ = {ood['delta']} (Youden J between held-out labeled "
+            f"images and OOD proxies, at most {ood['max_id_loss']} of held-out images "
+            f"rejected): held-out loss {ood['held_out_loss']}; {ood['dropped']} candidates "
+            f"dropped as out_of_distribution. Pool sample for proxies: {ood['pool_sample']}.",
+            "",
+            "| proxy kind | rejected at δ |",
+            "| --- | ---: |",
+            *[f"| {k} | {v} |" for k, v in ood["proxy_rejected"].items()],
+        ]
+    else:
+        out.append("Off (`--no-ood`).")
+    out += ["", "## Precision-coverage curves", ""]
+    for key in ("oof_curves", "truth"):
+        summary = report.get(key)
+        if not summary:
+            continue
+        out += [
+            f"{summary['source']} ({summary['candidates']} items, {summary['on_topic']} with a "
+            f"class): areas over precision 0.90-0.995 "
+            + ", ".join(f"({k}) {v}" for k, v in summary["areas"].items())
+            + f"; (c) at or above (b) everywhere: {summary['c_at_or_above_b']}.",
+            "",
+        ]
+    out += ["![precision-coverage](precision_coverage.png)"]
     out += [
         "",
         "![confidence histograms](confidence_histograms.png)",
@@ -300,7 +543,10 @@ def _png(figure) -> bytes:
 
 
 def plots(
-    table: pa.Table, labeled, kfold: pseudolabel.KFoldHeads, thresholds: pseudolabel.Thresholds
+    table: pa.Table,
+    labeled,
+    kfold: pseudolabel.KFoldHeads,
+    thresholds: open_set.NoiseAwareThresholds,
 ) -> dict[str, bytes]:
     """``confidence_histograms.png`` (per class) and ``reliability.png`` as PNG bytes."""
     import matplotlib
@@ -334,7 +580,7 @@ def plots(
             color="black",
             label="candidates",
         )
-        if np.isfinite(thresholds.tau[c]):
+        if np.isfinite(thresholds.tau[c]) and thresholds.kind[c] == pseudolabel.TAU_CLASS:
             ax.axvline(thresholds.tau[c], color="tab:blue", linestyle="--", label="τ")
         ax.set_title(classes.CLASS_FOLDERS[c], fontsize=9)
     axes.flat[0].legend(fontsize=7)

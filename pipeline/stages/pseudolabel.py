@@ -1,18 +1,25 @@
-"""``camsdd pseudolabel``: K-fold heads on the labeled set; keep confident, agreeing candidates.
+"""``camsdd pseudolabel``: K-fold heads on the labeled set; keep confident, agreeing,
+in-distribution candidates.
 
 ::
 
   CAMSDD_ROOT training/ ──sha256──► cached teacher embeddings ──► K stratified folds
-        → K logistic-regression heads, OOF probabilities → per-class thresholds τ_c
+        → K logistic-regression heads, OOF probabilities
+        → cleanlab (confident joint on OOF) → noise-aware τ_c; class prototypes
+  pre-pass: ≤ --pool-sample dedup-kept candidates' cached vectors → the K heads
+        → "query strongly rejected" OOD proxies (+ shuffled-feature proxies)
+        → OOD cut δ on the prototype z-score (Youden J, ≤ --max-id-loss held-out loss)
   W/dedup/manifest (kept) ⋈ W/embed/<model>/ cache  (CoGroupByKey on sha256, Beam)
-        → BatchElements → K heads → soft label, agreement, τ_c, query (ScoreDoFn)
+        → BatchElements → open-set rule: OOD, agreement, few-shot prototypes, τ_c,
+          query (ScoreDoFn) → ApplyReview (W/review/corrections.parquet)
         → GroupByKey(class) → at most --max-per-class, the most confident first
         → W/pseudolabel/manifest-<run>-*.parquet (one row per dedup-kept candidate)
         + report.{json,md}, confidence_histograms.png, reliability.png,
-          label_issues.csv, oof.parquet
+          precision_coverage.png, label_issues.csv, oof.parquet
 
-The heads are trained in process (a few MB of embeddings even for the full
-CamSDD); scoring, which grows with the crawl, runs in Beam.
+The heads, cleanlab and the calibration run in process (a few MB of embeddings
+even for the full CamSDD, plus a bounded pool sample); scoring, which grows with
+the crawl, runs in Beam.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.core import classes, pseudolabel, review, schema
+from pipeline.core import classes, open_set, pseudolabel, pseudolabel_eval, review, schema
 from pipeline.core.schema import DROPPED, KEPT
 from pipeline.models import teacher
 from pipeline.reports import pseudolabel_report
@@ -64,10 +71,12 @@ SCHEMA = pa.schema(
         *CARRIED[1:],
         ("label", pa.string()),  # the pseudo label: a class folder name
         ("label_index", pa.int64()),
-        ("confidence", pa.float64()),  # max of the soft label
+        ("confidence", pa.float64()),  # the label's mean head probability (few-shot: prototypes)
         ("soft_label", pa.list_(pa.float32())),  # mean of the K heads, NUM_CLASSES values
         ("head_labels", pa.list_(pa.int64())),  # each head's class
         ("threshold", pa.float64()),  # τ of the label's class
+        ("ood_score", pa.float64()),  # z to the label's prototype (reject above δ)
+        ("few_shot", pa.bool_()),  # labeled by the few-shot prototype rule
         ("heads_agree", pa.bool_()),
         ("above_threshold", pa.bool_()),
         ("query_match", pa.bool_()),
@@ -150,16 +159,8 @@ def labeled_training(
 class ScoreDoFn(beam.DoFn):
     """Batches of dedup rows (with ``embedding``) → rows with the keep rule's verdict."""
 
-    def __init__(
-        self,
-        heads: list[pseudolabel.Head],
-        tau: np.ndarray,
-        config: pseudolabel.PseudolabelConfig,
-        run_id: str,
-    ):
-        self._heads = heads
-        self._tau = tau
-        self._config = config
+    def __init__(self, rule: open_set.OpenSetRule, run_id: str):
+        self._rule = rule
         self._run_id = run_id
 
     def _base(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -176,11 +177,12 @@ class ScoreDoFn(beam.DoFn):
         if not scored:
             return
         x = np.stack([np.asarray(r["embedding"], np.float32) for r in scored])
-        probs = np.stack([head.predict_proba(x) for head in self._heads])
         query = pseudolabel.class_indices([r.get("query_class") for r in scored])
-        d = pseudolabel.decide(probs, self._tau, query, self._config)
+        d = self._rule.score(x, query)
+        tau = self._rule.model.thresholds.tau
         for i, row in enumerate(scored):
             label = int(d.label[i])
+            score = float(d.ood_score[i])
             yield {
                 **self._base(row),
                 "status": KEPT if d.reason[i] is None else DROPPED,
@@ -190,7 +192,9 @@ class ScoreDoFn(beam.DoFn):
                 "confidence": round(float(d.confidence[i]), 6),
                 "soft_label": [round(float(p), 6) for p in d.soft_label[i]],
                 "head_labels": [int(v) for v in d.head_labels[i]],
-                "threshold": float(self._tau[label]) if np.isfinite(self._tau[label]) else None,
+                "threshold": float(tau[label]) if np.isfinite(tau[label]) else None,
+                "ood_score": round(score, 4) if np.isfinite(score) else None,
+                "few_shot": bool(d.few_shot[i]),
                 "heads_agree": bool(d.agree[i]),
                 "above_threshold": bool(d.confident[i]),
                 "query_match": bool(d.query_ok[i]),
@@ -229,14 +233,16 @@ def build_pipeline(
     *,
     dedup_paths: list[str],
     vector_paths: list[str],
-    heads: list[pseudolabel.Head],
-    tau: np.ndarray,
-    config: pseudolabel.PseudolabelConfig,
+    rule: open_set.OpenSetRule,
     output_prefix: str,
     run_id: str,
     decisions: dict[str, dict[str, Any]] | None = None,
 ) -> None:
-    """``decisions``: reviewers' corrections of candidates, by key (small: shipped whole)."""
+    """``rule``: the calibrated keep rule (shipped whole: K heads, prototypes, thresholds).
+
+    ``decisions``: reviewers' corrections of candidates, by key (small: shipped whole).
+    """
+    config = rule.config
     decisions = decisions or {}
     candidates = (
         pipeline
@@ -249,7 +255,7 @@ def build_pipeline(
     scored = (
         shared_vectors.attach_vectors(candidates, vectors, "Candidates")
         | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=8192)
-        | "Score" >> beam.ParDo(ScoreDoFn(heads, tau, config, run_id))
+        | "Score" >> beam.ParDo(ScoreDoFn(rule, run_id))
         | "ApplyReview" >> beam.Map(lambda r: review.apply(r, decisions.get(r["key"])))
     )
     # A reviewer's decision is final: reviewed rows are not capped.
@@ -273,6 +279,104 @@ def build_pipeline(
         | "WriteManifest"
         >> beam.io.WriteToParquet(output_prefix, SCHEMA, file_name_suffix=".parquet")
     )
+
+
+# ------------------------------------------------------------------ the pool pre-pass, truth
+
+
+def pool_sample(
+    work: str, dedup_paths: list[str], spec: teacher.TeacherSpec, config
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``config.pool_sample`` dedup-kept candidates: cached vectors, query classes.
+
+    The OOD cut needs the pool's "query strongly rejected" proxies before any
+    candidate is decided, so this pre-pass reads a deterministic sample (by key)
+    from the embedding cache; Beam then scores every candidate with the fixed rule.
+    """
+    table = manifest.read_table(dedup_paths, ["key", "status", "sha256", "query_class"])
+    rows = sorted(
+        (r for r in table.to_pylist() if r["status"] == KEPT and r["sha256"]),
+        key=lambda r: r["key"],
+    )
+    rows = [rows[i] for i in open_set.sample_pool(len(rows), config.pool_sample, config.seed)]
+    found = embedding_cache.vectors_for(work, spec, [r["sha256"] for r in rows])
+    rows = [r for r in rows if r["sha256"] in found]
+    if not rows:
+        return np.zeros((0, 1), np.float32), np.zeros(0, np.int64)
+    x = np.stack([np.asarray(found[r["sha256"]], np.float32) for r in rows])
+    return x, pseudolabel.class_indices([r["query_class"] for r in rows])
+
+
+def read_truth(path: str) -> dict[str, int]:
+    """A truth CSV: ``key`` or ``url``, and ``true_class`` → {key or url: class index, −1: none}."""
+    import csv
+
+    with FileSystems.open(path) as handle:
+        rows = list(csv.DictReader(io.TextIOWrapper(handle, encoding="utf-8")))
+    if not rows or "true_class" not in rows[0] or not ({"key", "url"} & set(rows[0])):
+        raise ValueError(f"{path}: a truth file needs a true_class and a key or url column")
+    by = "key" if "key" in rows[0] else "url"
+    folders = [r["true_class"] or None for r in rows]
+    unknown = sorted({f for f in folders if f and f not in classes.CLASS_FOLDERS})
+    if unknown:
+        raise ValueError(f"{path}: unknown class folder(s) {', '.join(unknown[:5])}")
+    return dict(
+        zip((r[by] for r in rows), pseudolabel.class_indices(folders).tolist(), strict=True)
+    )
+
+
+def truth_evaluation(
+    work: str,
+    table: pa.Table,
+    truth: dict[str, int],
+    labeled: LabeledSet,
+    kfold: pseudolabel.KFoldHeads,
+    rule: open_set.OpenSetRule,
+    noise: open_set.LabelNoise,
+    spec: teacher.TeacherSpec,
+) -> dict[str, Any]:
+    """Rules (a), (b), (c) on the scored candidates the truth file names: points and curves.
+
+    (c) is the run itself (its manifest rows, cap and review included for the point);
+    (a) and (b) are one head on all labeled data, its global threshold swept.
+    """
+    rows = [
+        r
+        for r in table.select(
+            ["key", "url", "sha256", "status", "reason", "label_index", "confidence"]
+        ).to_pylist()
+        if r["label_index"] is not None and (r["key"] in truth or r["url"] in truth)
+    ]
+    if not rows:
+        return {}
+    y = np.array([truth.get(r["key"], truth.get(r["url"], -1)) for r in rows], np.int64)
+    on_topic = y >= 0
+    found = embedding_cache.vectors_for(work, spec, [r["sha256"] for r in rows])
+    x = np.stack([np.asarray(found[r["sha256"]], np.float32) for r in rows])
+    single = pseudolabel.fit_head(labeled.vectors, labeled.labels, rule.config.regularization)
+    probs = single.predict_proba(x)
+    label = np.array([r["label_index"] for r in rows], np.int64)
+    confidence = np.array([r["confidence"] for r in rows], np.float64)
+    reason = np.array([r["reason"] for r in rows], object)
+    kept = np.array([r["status"] == KEPT for r in rows])
+    path = open_set.tau_path(kfold.oof, labeled.labels, noise, rule.model, rule.config)
+    c = pseudolabel.precision_coverage(label, y, kept, on_topic)
+    a = pseudolabel.precision_coverage(probs.argmax(1), y, np.ones(len(y), bool), on_topic)
+    points = {
+        "a": [(a["precision"], a["coverage"])],
+        "b": pseudolabel_eval.threshold_sweep(probs.argmax(1), probs.max(1), y, on_topic),
+        "c": [
+            *pseudolabel_eval.rule_c_points(label, confidence, reason, y, on_topic, path),
+            (c["precision"], c["coverage"]),
+        ],
+    }
+    return {
+        "source": "truth file",
+        "candidates": len(rows),
+        "on_topic": int(on_topic.sum()),
+        "points": points,
+        "default": {"a": a, "c": c},
+    }
 
 
 # ------------------------------------------------------------------ the run
@@ -320,11 +424,17 @@ def run_pseudolabel(
     config: pseudolabel.PseudolabelConfig = pseudolabel.DEFAULT_CONFIG,
     spec: teacher.TeacherSpec = teacher.DEFAULT_TEACHER,
     beam_args: Sequence[str] = (),
+    truth: str | None = None,
 ) -> dict[str, Any]:
-    """Trains the K heads, scores every dedup-kept candidate, writes manifest and report."""
+    """Trains the K heads, scores every dedup-kept candidate, writes manifest and report.
+
+    ``truth``: an optional CSV of known classes of candidates (``key`` or ``url``, and
+    ``true_class``: a class folder, empty for none) for the report's precision-coverage
+    curves against the truth.
+    """
     work = workdir.absolute(work)
     with workdir.stage_run(work, STAGE):
-        return _run_pseudolabel(work, labeled_root, config, spec, beam_args)
+        return _run_pseudolabel(work, labeled_root, config, spec, beam_args, truth)
 
 
 def _run_pseudolabel(
@@ -333,8 +443,10 @@ def _run_pseudolabel(
     config: pseudolabel.PseudolabelConfig,
     spec: teacher.TeacherSpec,
     beam_args: Sequence[str],
+    truth: str | None = None,
 ) -> dict[str, Any]:
     started = time.monotonic()
+    truth_rows = read_truth(truth) if truth else None  # a bad file fails before the work
     latest_dedup = manifest.require_run(
         work, "dedup", f"camsdd dedup --work {work} --reference {labeled_root}"
     )
@@ -354,7 +466,10 @@ def _run_pseudolabel(
     labeled = labeled_training(labeled_root, work, spec, beam_args, official_decisions)
     train_started = time.monotonic()
     kfold = pseudolabel.train_kfold(labeled.vectors, labeled.labels, config)
-    thresholds = pseudolabel.calibrate_thresholds(kfold.oof, labeled.labels, config)
+    pool_x, pool_query = pool_sample(work, latest_dedup[1], spec, config)
+    rule, noise = open_set.fit_rule(
+        labeled.vectors, labeled.labels, kfold, pool_x, pool_query, config
+    )
     train_seconds = time.monotonic() - train_started
 
     run_id = manifest.new_run_id()
@@ -364,9 +479,7 @@ def _run_pseudolabel(
             pipeline,
             dedup_paths=latest_dedup[1],
             vector_paths=vector_paths,
-            heads=kfold.heads,
-            tau=thresholds.tau,
-            config=config,
+            rule=rule,
             output_prefix=manifest.manifest_prefix(work, STAGE, run_id),
             run_id=run_id,
             decisions=candidate_decisions,
@@ -384,8 +497,9 @@ def _run_pseudolabel(
         table,
         labeled=labeled,
         kfold=kfold,
-        thresholds=thresholds,
-        config=config,
+        rule=rule,
+        noise=noise,
+        pool_size=len(pool_x),
         counters=counters,
         model=spec.model_id,
         seconds=time.monotonic() - started,
@@ -398,7 +512,15 @@ def _run_pseudolabel(
         FileSystems.join(stage_dir, "label_issues.csv"),
         pseudolabel_report.label_issues_csv(labeled, kfold).encode(),
     )
-    for name, png in pseudolabel_report.plots(table, labeled, kfold, thresholds).items():
+    oof_curves = pseudolabel_report.oof_curves(labeled, kfold, rule, noise)
+    truth_curves = None
+    if truth:
+        truth_curves = truth_evaluation(work, table, truth_rows, labeled, kfold, rule, noise, spec)
+        report["truth"] = pseudolabel_report.curve_summary(truth_curves) | {"file": truth}
+    report["oof_curves"] = pseudolabel_report.curve_summary(oof_curves)
+    pngs = pseudolabel_report.plots(table, labeled, kfold, rule.model.thresholds)
+    pngs["precision_coverage.png"] = pseudolabel_report.curve_plot(oof_curves, truth_curves)
+    for name, png in pngs.items():
         manifest.write_bytes(FileSystems.join(stage_dir, name), png)
     report["report_files"] = list(
         manifest.write_report(work, STAGE, report, pseudolabel_report.render_markdown(report))
