@@ -211,7 +211,7 @@ def test_make_demo_as_typed_from_the_repo_root(tmp_path):
     assert "nothing to do: every stage is up to date" in again.stdout
     # One pseudolabel option changed: pseudolabel and what follows run, nothing before it.
     config = (DEMO_DIR / "demo.toml").read_text()
-    for name in ("CamSDD", "candidates", "candidates/truth.csv", "candidates/urls.csv"):
+    for name in ("CamSDD", "candidates", "candidates/url_truth.csv", "candidates/urls.csv"):
         config = config.replace(f'"{name}"', f'"{DEMO_DIR / name}"')
     config = config.replace("[pseudolabel]", "[pseudolabel]\ntarget_precision = 0.9")
     config = config.replace("[ablate]\nenabled = true", "[ablate]\nenabled = false")

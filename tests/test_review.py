@@ -333,3 +333,47 @@ def test_a_corrections_file_with_unknown_classes_or_keys_is_named(pseudolabeled,
         result.stdout
     )
     assert "test/5_Cat/sk_chelsea.jpg" in result.stdout  # an official test image: not applied
+
+
+def test_samples_inserted_as_documents_are_what_add_samples_stores(pseudolabeled, tmp_path):
+    """The fast insert writes FiftyOne's own document format: read back through the public
+    API, every field equals what add_samples(to_sample(record)) gives."""
+    from labeling_ui import db
+    from labeling_ui import records as rec
+
+    records, _, _ = rec.load(str(pseudolabeled), str(CAMSDD_ROOT))
+    work = str(tmp_path / "db-work")
+    db.isolate(work)
+    with db.ReviewDatabase(work):
+        import fiftyone as fo
+
+        from labeling_ui import dataset as review_dataset
+
+        ours = review_dataset.open_dataset()
+        review_dataset.insert(ours, records)
+        theirs = fo.Dataset("add-samples")
+        theirs.add_samples([review_dataset.to_sample(r) for r in records], progress=False)
+
+        def rows(dataset):
+            found = {}
+            for sample in dataset.iter_samples():
+                row = sample.to_dict()
+                for volatile in ("_id", "id", "_rand", "created_at", "last_modified_at",
+                                 "_dataset_id"):  # fmt: skip
+                    row.pop(volatile, None)
+                for value in row.values():
+                    if isinstance(value, dict):
+                        value.pop("_id", None)
+                found[row["key"]] = row
+            return found
+
+        assert len(ours) == len(records) == len(theirs)
+        mine, fiftyones = rows(ours), rows(theirs)
+        differ = [
+            (key, field, mine[key].get(field), fiftyones[key].get(field))
+            for key in fiftyones
+            for field in set(mine[key]) | set(fiftyones[key])
+            if mine[key].get(field) != fiftyones[key].get(field)
+        ]
+        assert not differ, differ[:5]
+        assert ours.count_values("split") == theirs.count_values("split")
