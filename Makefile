@@ -63,6 +63,7 @@ bench: venv
 	$(BIN)/python benchmarks/pseudolabel_synthetic.py
 	$(BIN)/python benchmarks/pseudolabel_real_photos.py
 	$(BIN)/python benchmarks/bench_student.py
+	$(BIN)/python benchmarks/bench_review.py
 
 # Needs Debian's gcompris-qt-data: apt-get install --no-install-recommends gcompris-qt-data
 demo-data: venv

@@ -84,7 +84,8 @@ def _stage_rows(work: str, stage: str) -> list[dict[str, Any]] | None:
         if latest is None:
             return None
         paths = latest[1]
-    columns = ["key", "status", "reason"] + (["label"] if stage == "pseudolabel" else [])
+    columns = ["key", "status", "reason", "query_class"]
+    columns += ["label"] if stage == "pseudolabel" else []
     return manifest.read_table(paths, columns).to_pylist()
 
 
@@ -175,7 +176,23 @@ def _section_funnel(work: str) -> str:
         for stage, c in counts.items()
     ]
     table = _table(["stage", "in", "kept", *reasons], rows, "funnel")
-    return _funnel_figure(counts) + table
+    return _funnel_figure(counts) + table + _per_class_funnel(work, list(counts))
+
+
+def _per_class_funnel(work: str, stages: list[str]) -> str:
+    """Kept candidates per class (the class the crawler searched for) after each stage."""
+    kept = {}
+    for stage in stages:
+        rows = _stage_rows(work, stage) or []
+        kept[stage] = collections.Counter(
+            r["query_class"] for r in rows if r["status"] == "kept" and r["query_class"]
+        )
+    names = [c for c in classes.CLASS_FOLDERS if any(kept[s].get(c) for s in stages)]
+    rows = [[name, *[kept[s].get(name, 0) for s in stages]] for name in names]
+    return (
+        "<details><summary>kept per class (the class searched for) after each stage"
+        "</summary>" + _table(["class", *stages], rows, "per-class-funnel") + "</details>"
+    )
 
 
 def _section_pseudolabels(work: str) -> str:
