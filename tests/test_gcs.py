@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import demo
-from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR, DEMO_DIR
+from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR
 from pipeline.store import manifest
 from tests.gcs import FakeGcs
 from tests.helpers import REPO, camsdd, run
@@ -25,6 +25,7 @@ from tests.helpers import REPO, camsdd, run
 SITE = Path(__file__).resolve().parent / "gcs_site"
 WORK = "gs://bucket/w"
 DATA_DIR = "gs://bucket/tfds"
+MANUAL_DIR = "gs://bucket/manual"  # holds CamSDD/, as the README's Dataflow section says
 
 LOAD_BACK = """
 import json, sys
@@ -62,13 +63,17 @@ def _ok(result, what: str) -> str:
 @pytest.mark.slow
 def test_every_stage_and_tfds_build_on_gs(gcs, tmp_path):
     env = _env(gcs)
+    bucket = gcs.client().bucket("bucket")
+    for image in sorted(CAMSDD_ROOT.rglob("*.jpg")):
+        name = f"manual/CamSDD/{image.relative_to(CAMSDD_ROOT).as_posix()}"
+        bucket.blob(name).upload_from_filename(str(image))
     with demo.serve_folder(CANDIDATES_DIR) as base_url:
         urls = demo.write_demo_url_list(base_url, tmp_path / "demo-urls.csv")
         crawl = ["crawl", "--work", WORK, "--source", "urls", "--urls", str(urls)]
         _ok(camsdd(*crawl, "--name", "demo-urls", "--no-progress", cwd=tmp_path, env=env), "crawl")
         fetch = ["fetch", "--work", WORK, "--allow-private-addresses"]
         _ok(camsdd(*fetch, cwd=tmp_path, env=env), "fetch")
-    labeled = os.fspath(CAMSDD_ROOT)
+    labeled = f"{MANUAL_DIR}/CamSDD"
     _ok(camsdd("embed", "--work", WORK, "--reference", labeled, cwd=tmp_path, env=env), "embed")
     _ok(camsdd("dedup", "--work", WORK, "--reference", labeled, cwd=tmp_path, env=env), "dedup")
     pseudo = ["pseudolabel", "--work", WORK, "--labeled", labeled]
@@ -87,7 +92,7 @@ def test_every_stage_and_tfds_build_on_gs(gcs, tmp_path):
     assert pseudo_kept > 0
     assert not list(tmp_path.glob("gs:*")), "a stage wrote a local folder named gs:"
 
-    build = demo.tfds_build_command(os.fspath(DEMO_DIR), DATA_DIR)
+    build = demo.tfds_build_command(MANUAL_DIR, DATA_DIR)
     _ok(run([*build, "--config", "official"], cwd=tmp_path, env=env), "tfds build official")
     extra = {"CAMSDD_EXTRA_MANIFEST": f"{WORK}/pseudolabel"}
     built = run([*build, "--config", "pseudo"], cwd=tmp_path, env=_env(gcs, **extra))
