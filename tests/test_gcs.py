@@ -110,15 +110,71 @@ def test_every_stage_and_tfds_build_on_gs(gcs, tmp_path):
     assert counts == {**demo_tree, "pseudo/extra_pseudo": pseudo_kept}
 
 
-def _manifest(gcs: FakeGcs, stage: str) -> list[dict]:
+def _manifest(gcs: FakeGcs, stage: str, work: str = "w") -> list[dict]:
     """The rows of W/<stage>'s one manifest run, read from the emulator directly."""
     import pyarrow.parquet as pq
 
     bucket = gcs.client().bucket("bucket")
-    shards = [n for n in gcs.names("bucket", f"w/{stage}/manifest-") if n.endswith(".parquet")]
+    shards = [n for n in gcs.names("bucket", f"{work}/{stage}/manifest-") if n.endswith(".parquet")]
     runs = {manifest._SHARD.search(n)["run"] for n in shards}
     assert len(runs) == 1, f"{stage}: {shards}"
     rows = []
     for name in shards:
         rows += pq.read_table(io.BytesIO(bucket.blob(name).download_as_bytes())).to_pylist()
     return rows
+
+
+@pytest.mark.slow
+def test_two_fetches_on_one_gs_work_dir_the_second_refuses_and_a_killed_ones_lock_is_taken_over(
+    gcs, server, tmp_path
+):
+    import signal
+    import subprocess
+    import time
+
+    from tests.helpers import BIN
+
+    env = {k: v for k, v in {**os.environ, **_env(gcs)}.items() if v}
+    work = "gs://bucket/locks"
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"url,label\n{server.url('/img/photo.jpg')},9_Mountain\n"
+                       f"{server.url('/slow/40')},9_Mountain\n")  # fmt: skip
+    crawl = ["crawl", "--work", work, "--source", "urls", "--urls", str(listing), "--name", "l"]
+    _ok(camsdd(*crawl, cwd=tmp_path, env=_env(gcs)), "crawl")
+    fetch = ["fetch", "--work", work, "--allow-private-addresses", "--threads", "2"]
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen([str(BIN / "camsdd"), *fetch, "--timeout", "60"], cwd=tmp_path,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)  # fmt: skip
+
+    def wait_for_slow(running: subprocess.Popen, hits: int) -> None:
+        deadline = time.monotonic() + 180
+        while server.hits.get("/slow/40", 0) < hits or not server.hits.get("/img/photo.jpg"):
+            assert running.poll() is None, running.communicate()
+            assert time.monotonic() < deadline, "the fetch never reached both URLs"
+            time.sleep(0.1)
+
+    first = start()
+    wait_for_slow(first, 1)
+    second = camsdd(*fetch, cwd=tmp_path, env=_env(gcs))
+    assert second.returncode == 2, second.stderr
+    assert f"another `camsdd fetch` holds {work}/fetch/.lock (pid {first.pid}" in second.stderr
+    assert "Traceback" not in second.stderr
+    os.killpg(first.pid, signal.SIGKILL)  # leaves its lock object behind
+    first.communicate(timeout=60)
+    names = gcs.names("bucket", "locks/fetch/")
+    assert "locks/fetch/.lock" in names
+    assert any(n.startswith("locks/fetch/checkpoint/part-") for n in names)  # photo.jpg's row
+
+    third = camsdd(*fetch, "--timeout", "1", cwd=tmp_path, env=_env(gcs))  # dead pid: taken over
+    _ok(third, "fetch after a killed one")
+    rows = _manifest(gcs, "fetch", "locks")
+    assert sorted(r["url"] for r in rows) == sorted(
+        [server.url("/img/photo.jpg"), server.url("/slow/40")]
+    )
+    assert server.hits["/img/photo.jpg"] == 1  # finished by the killed run: not again
+    assert "(of which 1 finished by an interrupted run)" in third.stdout
+    names = gcs.names("bucket", "locks/fetch/")
+    assert "locks/fetch/.lock" not in names
+    assert not [n for n in names if "/checkpoint/" in n]

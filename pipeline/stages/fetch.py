@@ -114,21 +114,32 @@ class FetchBatchDoFn(beam.DoFn):
         self.pool = concurrent.futures.ThreadPoolExecutor(self.threads)
 
     def process(self, batch: list[dict[str, Any]]):
+        running = {
+            self.pool.submit(fetch.fetch_candidate, record, self.client, self.settings)
+            for record in batch
+        }
         pending: list[dict[str, Any]] = []
         flushed = time.monotonic()
-        for row in self.pool.map(
-            lambda record: fetch.fetch_candidate(record, self.client, self.settings), batch
-        ):
-            self.bytes.inc(row["bytes"] or 0)
-            self.latency.update(int(row["seconds"] * 1000))
-            pending.append(row)
-            if (
-                len(pending) >= self.CHECKPOINT_ROWS
+        while running:
+            # Wakes at least every CHECKPOINT_SECONDS, so a finished row is checkpointed
+            # even while a slow download holds the rest of the batch.
+            done, running = concurrent.futures.wait(
+                running,
+                timeout=self.CHECKPOINT_SECONDS,
+                return_when=concurrent.futures.FIRST_COMPLETED,
+            )
+            for future in done:
+                row = future.result()
+                self.bytes.inc(row["bytes"] or 0)
+                self.latency.update(int(row["seconds"] * 1000))
+                pending.append(row)
+            if pending and (
+                not running
+                or len(pending) >= self.CHECKPOINT_ROWS
                 or time.monotonic() - flushed >= self.CHECKPOINT_SECONDS
             ):
                 yield from self._checkpoint(pending)
                 pending, flushed = [], time.monotonic()
-        yield from self._checkpoint(pending)
 
     def _checkpoint(self, rows: list[dict[str, Any]]):
         if rows:
