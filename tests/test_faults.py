@@ -21,6 +21,8 @@ from pipeline.store import manifest
 from tests.helpers import BIN, LARGE_WEBP, camsdd, encode
 from tests.loopback import LoopbackServer
 
+pytestmark = pytest.mark.slow  # about a minute each
+
 CANDIDATES = 240
 DELAY = 0.04  # seconds per image on the server: the run lasts long enough to be killed
 
