@@ -96,3 +96,36 @@ def test_wheel_ships_the_dataset_card_dummy_data_and_demo_photos(tmp_path, sourc
     assert not [n for n in names if n.startswith("tests/")]  # tests are not shipped
     entry_points = [n for n in names if n.endswith("entry_points.txt")]
     assert b"camsdd = pipeline.cli:main" in zipfile.ZipFile(wheel).read(entry_points[0])
+
+
+def test_readme_dataflow_stage_commands_parse_as_written():
+    """Each `camsdd …` line of the README's Dataflow section, as the CLI parses it."""
+    import shlex
+
+    from pipeline import cli
+    from pipeline.stages import options as beam_options
+
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Dataflow and `gs://`", 1)[1].split("\n## ", 1)[0]
+    variables = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', section, flags=re.M))
+    lines = [line.split("#")[0] for line in section.splitlines() if line.startswith("camsdd ")]
+    stages = [shlex.split(line)[1] for line in lines]
+    assert stages == ["crawl", "fetch", "embed", "dedup", "pseudolabel"]
+    for line in lines:
+        for name, value in variables.items():
+            line = line.replace(f"${name}", value)
+        argv = shlex.split(line)[1:]
+        args, extra = cli.build_parser(argv[0]).parse_known_args(argv)
+        assert args.work == "gs://BUCKET/W"
+        if argv[0] == "crawl":  # runs where it is typed: no Beam
+            assert not extra and not getattr(args, "accepts_beam_options", False)
+            continue
+        assert args.accepts_beam_options, argv[0]
+        options = PipelineOptions(beam_options.with_local_runner(extra))
+        given = options.get_all_options(drop_default=True, retain_unknown_options=True)
+        assert set(given) <= set(options.get_all_options()), (argv[0], given)
+        assert given["runner"] == "DataflowRunner"
+        cloud = options.view_as(GoogleCloudOptions)
+        assert cloud.project and cloud.region and cloud.temp_location.startswith("gs://")
+        assert options.view_as(SetupOptions).setup_file == "./setup.py"
+    assert "--config pseudo" in section and "CAMSDD_EXTRA_MANIFEST=$W/pseudolabel" in section

@@ -55,10 +55,24 @@ def quiet_environment() -> None:
         os.environ.setdefault(name, value)
 
 
+def _user_error_in(raised: BaseException | None) -> bool:
+    from pipeline.core.errors import UserError
+
+    while raised is not None:
+        if isinstance(raised, UserError):
+            return True
+        raised = raised.__cause__ or raised.__context__
+    return False
+
+
 class _DropNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            return False
+        # A user's error raised inside a Beam transform: Beam logs it with its traceback,
+        # then the command prints it as one line (cli.main).
+        if record.exc_info and _user_error_in(record.exc_info[1]):
             return False
         return not any(text in message for text in _NOISE)
 

@@ -26,6 +26,7 @@ def build(
     inputs: int,
     reused: int,
     seconds: float,
+    resumed: int = 0,
     counters: dict[str, int] | None = None,
     run_id: str = "",
 ) -> dict[str, Any]:
@@ -43,6 +44,7 @@ def build(
         "dropped": counts.dropped,
         "reconciled": counts.reconciles(inputs),
         "reused_from_previous_run": reused,
+        "resumed_from_interrupted_run": resumed,
         "fetched_this_run": len(fetched_now),
         "dropped_by_reason": counts.dropped_by_reason,
         "per_class": {k: counts.per_group[k] for k in classes.sort_class_folders(counts.per_group)},
@@ -62,7 +64,7 @@ def render_text(report: dict[str, Any]) -> str:
         f"({'reconciled' if report['reconciled'] else 'NOT RECONCILED'})",
         f"  fetched this run: {report['fetched_this_run']} in {report['seconds']} s "
         f"({report['candidates_per_second']}/s, {report['megabytes_downloaded']} MB); "
-        f"reused from the previous run: {report['reused_from_previous_run']}",
+        f"reused from the previous run: {report['reused_from_previous_run']}" + _resumed(report),
     ]
     if report["dropped_by_reason"]:
         lines.append("  dropped by reason:")
@@ -86,6 +88,11 @@ def render_text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _resumed(report: dict[str, Any]) -> str:
+    resumed = report.get("resumed_from_interrupted_run", 0)
+    return f" (of which {resumed} finished by an interrupted run)" if resumed else ""
+
+
 def settings_line(settings: dict[str, Any]) -> str:
     """The options that decide outcomes, on one line (recorded with every run)."""
     filters = settings.get("filters", {})
@@ -104,7 +111,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f" — {'reconciled' if report['reconciled'] else '**NOT reconciled**'}.",
         f"Fetched this run: {report['fetched_this_run']} in {report['seconds']} s "
         f"({report['candidates_per_second']}/s, {report['megabytes_downloaded']} MB downloaded);"
-        f" reused from the previous run: {report['reused_from_previous_run']}.",
+        f" reused from the previous run: {report['reused_from_previous_run']}{_resumed(report)}.",
         "",
         "## Dropped by reason",
         "",

@@ -3,12 +3,17 @@
 ::
 
   W/crawl/manifest-*.parquet (kept records)   W/fetch/manifest-<previous run> (if any)
-                 \\                                  /
+                 \\                                 + W/fetch/checkpoint/part-* (a killed run's)
                   CoGroupByKey on key: one decision per key
                  /                                  \\
    fetch: download → decode → filter → resize → store     reuse: kept (image still there)
-                 \\                                       or dropped for good
+          (finished rows → W/fetch/checkpoint/part-*)     or dropped for good
+                 \\
                   Flatten → W/fetch/manifest-<run>-*.parquet → report.json / report.md
+
+A run that is killed keeps what it finished in checkpoint parts (a few seconds of
+work at most is lost); the next run reuses those rows as it reuses the previous
+manifest's, and a run that completes deletes them once its manifest is in place.
 
 Downloads run ``--threads`` at a time inside each worker (IO-bound), decoding
 in the same threads (PIL releases the GIL while decoding and resizing).
@@ -38,8 +43,16 @@ NAMESPACE = "camsdd.fetch"
 STAGE = "fetch"
 
 
+#: Marks a row read from a checkpoint part (newer than the previous manifest's row).
+FROM_CHECKPOINT = "_from_checkpoint"
+
+
 class DecideDoFn(beam.DoFn):
-    """Per key: reuse the previous run's row, or send the candidate to be fetched."""
+    """Per key: reuse the previous run's row, or send the candidate to be fetched.
+
+    A killed run's checkpoint row is newer than the previous manifest's: it wins; of
+    several (a key fetched by two killed runs), the last fetched.
+    """
 
     FETCH = "fetch"
 
@@ -48,6 +61,7 @@ class DecideDoFn(beam.DoFn):
         self.retry_transient = retry_transient
         self.inputs = Metrics.counter(NAMESPACE, "inputs")
         self.reused = Metrics.counter(NAMESPACE, "reused")
+        self.resumed = Metrics.counter(NAMESPACE, "resumed")
         self.conflicts = Metrics.counter(NAMESPACE, "label_conflicts")
 
     def process(self, element: tuple[str, dict[str, list[dict[str, Any]]]]):
@@ -63,6 +77,9 @@ class DecideDoFn(beam.DoFn):
         candidates = sorted(candidates, key=lambda r: (r.get("query_class") or "", str(r)))
         if len({r.get("query_class") for r in candidates}) > 1:
             self.conflicts.inc()
+        checkpointed = [r for r in previous if r.get(FROM_CHECKPOINT)]
+        if checkpointed:
+            previous = [max(checkpointed, key=lambda r: (r.get("fetched_at") or "", str(r)))]
         row = (
             fetch.reuse(previous[0], candidates[0], self.settings, self.retry_transient)
             if previous
@@ -71,11 +88,20 @@ class DecideDoFn(beam.DoFn):
         if row is None:
             return beam.pvalue.TaggedOutput(self.FETCH, candidates[0])
         self.reused.inc()
+        if checkpointed:
+            self.resumed.inc()
         return row
 
 
 class FetchBatchDoFn(beam.DoFn):
-    """Fetches a batch of candidates on a thread pool; one row per candidate."""
+    """Fetches a batch of candidates on a thread pool; one row per candidate.
+
+    Finished rows go to a checkpoint part every CHECKPOINT_ROWS rows or
+    CHECKPOINT_SECONDS seconds, and at the end of each batch.
+    """
+
+    CHECKPOINT_ROWS = 32
+    CHECKPOINT_SECONDS = 2.0
 
     def __init__(self, settings: fetch.FetchSettings, threads: int):
         self.settings = settings
@@ -88,12 +114,37 @@ class FetchBatchDoFn(beam.DoFn):
         self.pool = concurrent.futures.ThreadPoolExecutor(self.threads)
 
     def process(self, batch: list[dict[str, Any]]):
-        for row in self.pool.map(
-            lambda record: fetch.fetch_candidate(record, self.client, self.settings), batch
-        ):
-            self.bytes.inc(row["bytes"] or 0)
-            self.latency.update(int(row["seconds"] * 1000))
-            yield row
+        running = {
+            self.pool.submit(fetch.fetch_candidate, record, self.client, self.settings)
+            for record in batch
+        }
+        pending: list[dict[str, Any]] = []
+        flushed = time.monotonic()
+        while running:
+            # Wakes at least every CHECKPOINT_SECONDS, so a finished row is checkpointed
+            # even while a slow download holds the rest of the batch.
+            done, running = concurrent.futures.wait(
+                running,
+                timeout=self.CHECKPOINT_SECONDS,
+                return_when=concurrent.futures.FIRST_COMPLETED,
+            )
+            for future in done:
+                row = future.result()
+                self.bytes.inc(row["bytes"] or 0)
+                self.latency.update(int(row["seconds"] * 1000))
+                pending.append(row)
+            if pending and (
+                not running
+                or len(pending) >= self.CHECKPOINT_ROWS
+                or time.monotonic() - flushed >= self.CHECKPOINT_SECONDS
+            ):
+                yield from self._checkpoint(pending)
+                pending, flushed = [], time.monotonic()
+
+    def _checkpoint(self, rows: list[dict[str, Any]]):
+        if rows:
+            manifest.write_checkpoint(self.settings.work, STAGE, rows, fetch.SCHEMA)
+        yield from rows
 
     def teardown(self) -> None:
         self.pool.shutdown()
@@ -114,6 +165,7 @@ def build_pipeline(
     *,
     threads: int = 16,
     retry_transient: bool = True,
+    checkpoint_paths: Sequence[str] = (),
 ) -> None:
     candidates = (
         pipeline
@@ -128,6 +180,13 @@ def build_pipeline(
         | "ReadPrevious" >> beam.io.ReadAllFromParquet()
         | "KeyPrevious" >> beam.Map(lambda r: (r["key"], r))
     )
+    checkpointed = (
+        pipeline
+        | "CheckpointParts" >> beam.Create(list(checkpoint_paths))
+        | "ReadCheckpoint" >> beam.io.ReadAllFromParquet()
+        | "KeyCheckpoint" >> beam.Map(lambda r: (r["key"], {**r, FROM_CHECKPOINT: True}))
+    )
+    previous = (previous, checkpointed) | "PreviousAndCheckpoint" >> beam.Flatten()
     decided = (
         {"candidate": candidates, "previous": previous}
         | "JoinOnKey" >> beam.CoGroupByKey()
@@ -193,6 +252,10 @@ def _run_fetch(
     manifest.check_readable(
         previous_paths, "delete it to fetch everything again (the image store is kept)"
     )
+    checkpoint_paths = manifest.checkpoint_paths(settings.work, STAGE)
+    manifest.check_readable(
+        checkpoint_paths, "delete it to fetch its candidates again (the image store is kept)"
+    )
     settings = dataclasses.replace(settings, run_id=manifest.new_run_id())
     options = PipelineOptions(beam_options.with_local_runner(list(beam_args)))
     with beam.Pipeline(options=options) as pipeline:
@@ -203,6 +266,7 @@ def _run_fetch(
             previous_paths,
             threads=threads,
             retry_transient=retry_transient,
+            checkpoint_paths=checkpoint_paths,
         )
     result = pipeline.result
     counters = beam_options.counters(result, NAMESPACE)
@@ -211,10 +275,12 @@ def _run_fetch(
         raise RuntimeError(f"the fetch run {settings.run_id} wrote no complete manifest")
     table = manifest.read_table(latest[1])
     manifest.delete_other_runs(settings.work, STAGE, settings.run_id)
+    manifest.clear_checkpoint(settings.work, STAGE)  # every row is in the manifest now
     report = fetch_report.build(
         table,
         inputs=counters.get("inputs", 0),
         reused=counters.get("reused", 0),
+        resumed=counters.get("resumed", 0),
         seconds=time.monotonic() - started,
         counters=counters,
         run_id=settings.run_id,

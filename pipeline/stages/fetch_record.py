@@ -19,7 +19,7 @@ from crawlers.http import ClientConfig, PoliteClient, redact
 from pipeline.core import resizer, schema
 from pipeline.core.errors import RecordError
 from pipeline.core.schema import DROPPED, KEPT, PROVENANCE_COLUMNS
-from pipeline.store import image_store
+from pipeline.store import image_store, workdir
 
 #: Drops worth another try on a rerun: the server, not the image, was the problem.
 TRANSIENT_REASONS = frozenset(
@@ -144,6 +144,8 @@ def fetch_candidate(
             row[name] = value
         if getattr(error, "image", None) is not None:
             _store(row, error.image, settings)  # a looser filter on a rerun needs no download
+    except workdir.WorkDirError:  # the work dir is full or unwritable: stop the run
+        raise
     except Exception as error:  # a bug or an IO failure: recorded, the run goes on
         row["status"], row["reason"] = DROPPED, "internal_error"
         row["error"] = redact(f"{type(error).__name__}: {error}")[:500]

@@ -20,11 +20,18 @@ def image_path(sha256: str) -> str:
 
 
 def store_image(work: str, sha256: str, jpeg: bytes) -> str:
-    """Writes ``jpeg`` once under its hash; returns the path relative to ``work``."""
+    """Writes ``jpeg`` once under its hash; returns the path relative to ``work``.
+
+    Raises WorkDirError when the work dir cannot take it: that stops the run (every
+    later candidate would fail the same way) instead of dropping candidates.
+    """
     relative = image_path(sha256)
     path = workdir.join(work, relative)
-    if not workdir.exists(path):
-        workdir.write_atomic(path, jpeg)
+    try:
+        if not workdir.exists(path):
+            workdir.write_atomic(path, jpeg)
+    except Exception as error:  # a full disk, an unwritable or vanished work dir
+        raise workdir.unwritable(path, error) from error
     return relative
 
 

@@ -186,3 +186,43 @@ def print_locations(report: dict) -> int:
         print("error: counts do not reconcile (inputs != kept + dropped)", file=sys.stderr)
         return 1
     return 0
+
+
+# ------------------------------------------------------------ checkpoints of a running stage
+#
+# A run's manifest appears only when the run ends. So that a killed run (SIGKILL, Ctrl-C,
+# a lost machine) does not lose its work, a stage also writes what it has finished as
+# small Parquet parts, ``W/<stage>/checkpoint/part-<uuid>.parquet`` (each written
+# atomically: whole or absent). The next run reads them like the previous manifest and
+# reuses their rows; a run that completes deletes them after its manifest is in place.
+
+
+def checkpoint_dir(work: str, stage: str) -> str:
+    return FileSystems.join(stage_dir(work, stage), "checkpoint")
+
+
+def write_checkpoint(work: str, stage: str, rows: list[dict], schema: pa.Schema) -> str:
+    """Writes ``rows`` as one new checkpoint part; returns its path."""
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer)
+    path = FileSystems.join(checkpoint_dir(work, stage), f"part-{uuid.uuid4().hex}.parquet")
+    try:
+        workdir.write_atomic(path, buffer.getvalue())
+    except Exception as error:
+        raise workdir.unwritable(path, error) from error
+    return path
+
+
+def checkpoint_paths(work: str, stage: str) -> list[str]:
+    """The checkpoint parts left by runs that did not finish (none: an empty list)."""
+    return workdir.match(FileSystems.join(checkpoint_dir(work, stage), "part-*.parquet"))
+
+
+def clear_checkpoint(work: str, stage: str) -> int:
+    """Deletes the checkpoint parts (and temporary files of parts cut short); how many."""
+    folder = checkpoint_dir(work, stage)
+    paths = workdir.match(FileSystems.join(folder, "part-*.parquet"))
+    paths += workdir.match(FileSystems.join(folder, ".part-*"))
+    if paths:
+        FileSystems.delete(paths)
+    return len(paths)

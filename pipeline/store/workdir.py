@@ -75,6 +75,21 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def unwritable(path: str, error: BaseException) -> WorkDirError:
+    """The error that stops a run when the work dir cannot take a write (full, read-only)."""
+    reason = None
+    seen: BaseException | None = error
+    while seen is not None and reason is None:  # Beam's FileSystems wraps the OSError
+        if isinstance(seen, OSError) and seen.strerror:
+            reason = seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    reason = reason or (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+    return WorkDirError(
+        f"cannot write {path} ({reason}): the run stopped and the previous manifest is "
+        "unchanged; free space or fix the work dir, then run again (finished work is kept)"
+    )
+
+
 def read_bytes(path: str) -> bytes:
     with FileSystems.open(path) as handle:
         return handle.read()
