@@ -36,6 +36,9 @@ LITERT = "litert"
 KERAS = "keras"
 #: Bump when the exported graph changes, so a stale converted file is never reused.
 FILE_NAME = "teacher-litert-v1.tflite"
+#: Vectors this close (cosine, every image) to the Keras teacher's are the same vectors
+#: and may share its cache; a runtime that falls below must get its own model id.
+SAME_VECTORS_COSINE = 0.99999
 #: LiteRT's XNNPACK runs this model fastest one image per invoke (batch 4 and 8 were
 #: no faster here); Beam still hands the handler batches to amortize its own overhead.
 INVOKE_BATCH = 1

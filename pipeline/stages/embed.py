@@ -162,7 +162,7 @@ def build_pipeline(
 
 def local_models(beam_args: Sequence[str]) -> int:
     """How many teachers the local runner runs at once on this machine (1 unless workers)."""
-    options = PipelineOptions(list(beam_args)).get_all_options()
+    options = PipelineOptions(beam_options.with_local_runner(list(beam_args))).get_all_options()
     if options.get("runner") not in (None, beam_options.LOCAL_RUNNER, "DirectRunner"):
         return 1  # remote workers: each uses its own cores
     if options.get("direct_running_mode") in ("multi_processing", "multi_threading"):
