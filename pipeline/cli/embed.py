@@ -13,8 +13,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "embed",
         description="Embeds every kept image of W/fetch/manifest-*.parquet and, with "
         "--reference, every labeled image, with the frozen teacher backbone through Beam "
-        "RunInference. Vectors are cached per image content and model in "
-        "W/embed/<model id>/; a rerun embeds only what is new. dedup and pseudolabel "
+        "RunInference: on LiteRT (XNNPACK, the worker's cores), converted once to "
+        "W/embed/<model id>/teacher-litert-v1.tflite; a .keras teacher runs on Keras. "
+        "Vectors are cached per image content and model in W/embed/<model id>/; a rerun "
+        "embeds only what is new. dedup and pseudolabel "
         "read this cache.",
         epilog=common.BEAM_EPILOG,
     )
@@ -36,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"embed ({summary['model']}): {summary['embedded']} embedded, "
         f"{summary['already_cached']} already cached, {summary['unreadable']} unreadable, "
-        f"{summary['seconds']} s ({summary['images_per_second']}/s); cache: {summary['cache']}"
+        f"{summary['seconds']} s ({summary['images_per_second']}/s, {summary['runtime']}); "
+        f"cache: {summary['cache']}"
     )
     for item in summary["labeled_unusable"]:
         print(f"  warning: labeled file is no usable image, not embedded: {item}")

@@ -155,6 +155,128 @@ def efficientnet_lite0(state: dict[str, np.ndarray], with_logits: bool = False):
     return keras.Model(inputs, outputs if with_logits else features, name="efficientnet_lite0")
 
 
+def resize_weights(n_in: int, n_out: int) -> np.ndarray:
+    """The (n_out, n_in) matrix of Keras' antialiased bilinear resize along one axis.
+
+    Read off the op itself (one-hot columns through ``tf.image.resize``), so any
+    reimplementation below is checked against exactly what ``build_teacher`` does.
+    """
+    import tensorflow as tf
+
+    eye = np.eye(n_in, dtype=np.float32)[None, None]  # (1, 1, n_in, n_in): columns one-hot
+    out = tf.image.resize(eye, (1, n_out), method="bilinear", antialias=True)
+    return np.asarray(out, np.float32)[0, 0]
+
+
+@dataclasses.dataclass(frozen=True)
+class StridedResize:
+    """One axis of the antialiased resize as a strided convolution (TFLite-friendly).
+
+    For n_in = g·p inputs and n_out = g·q outputs the weights repeat every p inputs:
+    output q·b + r reads inputs p·b + lo … p·b + lo + K − 1 with the same K weights
+    for every block b. Zero padding cuts taps at the edges, where the resize
+    renormalizes instead, so each output is divided by its kept weights' sum.
+    """
+
+    kernel: np.ndarray  # (K, q): taps of each of the q outputs of a block
+    stride: int  # p
+    pad: tuple[int, int]
+    norm: np.ndarray  # (n_out,): 1 / sum of the taps that fall inside the input
+
+    @classmethod
+    def of(cls, n_in: int, n_out: int) -> StridedResize | None:
+        """The convolution form of ``resize_weights``, or None if it does not reproduce it."""
+        import math
+
+        weights = resize_weights(n_in, n_out)
+        blocks = math.gcd(n_in, n_out)
+        p, q = n_in // blocks, n_out // blocks
+        if blocks < 3:
+            return None
+        middle = blocks // 2
+        rows = weights[q * middle : q * middle + q]
+        taps = np.nonzero(rows.any(axis=0))[0]
+        lo, hi = int(taps[0]) - p * middle, int(taps[-1]) - p * middle
+        kernel = rows[:, p * middle + lo : p * middle + hi + 1].T.copy()  # (K, q)
+        size = hi - lo + 1
+        pad_left = max(0, -lo)
+        pad_right = max(0, p * (blocks - 1) + hi - (n_in - 1))
+        full = np.zeros((n_out, n_in), np.float32)
+        for b in range(blocks):
+            for t in range(size):
+                i = p * b + lo + t
+                if 0 <= i < n_in:
+                    full[q * b : q * b + q, i] = kernel[t]
+        sums = full.sum(axis=1)
+        full /= sums[:, None]
+        if not np.allclose(full, weights, atol=5e-5):  # TF computes its weights in float32
+            return None
+        return cls(kernel, p, (pad_left, pad_right), (1.0 / sums).astype(np.float32))
+
+    def apply(self, x: Any) -> Any:
+        """(N, A, n_in, C) floats → (N, A, n_out, C), along axis 2, with Keras ops."""
+        import keras
+
+        channels = x.shape[-1]
+        size, q = self.kernel.shape
+        # A plain convolution with a block-diagonal kernel: output channel r·C + c reads
+        # input channel c only, so (…, blocks, q·C) reshapes to (…, blocks·q, C) in place.
+        kernel = np.zeros((1, size, channels, q * channels), np.float32)
+        for c in range(channels):
+            kernel[0, :, c, c::channels] = self.kernel
+        if self.pad != (0, 0):
+            x = keras.ops.pad(x, [(0, 0), (0, 0), self.pad, (0, 0)])
+        y = keras.ops.conv(x, kernel, strides=(1, self.stride), padding="valid")
+        rows, blocks = y.shape[1], y.shape[2]
+        y = keras.ops.reshape(y, (-1, rows, blocks * q, channels))
+        return y * self.norm[None, None, :, None]
+
+
+def exact_resize(x: Any, input_size: tuple[int, int]) -> Any:
+    """The same resize as ``build_teacher``'s ``Resizing(antialias=True)``, as convolutions.
+
+    ``tf.ScaleAndTranslate`` (the antialiased resize) is no TFLite op; two strided
+    convolutions with its own weights are, and give its output to float rounding.
+    Falls back to two matrix products when a size has no short period.
+    """
+    import keras
+
+    height, width = images.TARGET_HEIGHT, images.TARGET_WIDTH
+    out_h, out_w = input_size
+
+    def along_axis_2(y, n_in, n_out):
+        strided = StridedResize.of(n_in, n_out)
+        if strided is not None:
+            return strided.apply(y)
+        return keras.ops.einsum("nawc,vw->navc", y, resize_weights(n_in, n_out))
+
+    x = along_axis_2(x, width, out_w)  # (N, 384, out_w, 3)
+    x = keras.ops.transpose(x, (0, 2, 1, 3))
+    x = along_axis_2(x, height, out_h)  # (N, out_w, out_h, 3)
+    return keras.ops.transpose(x, (0, 2, 1, 3))
+
+
+def build_export_teacher(spec: TeacherSpec = DEFAULT_TEACHER):
+    """``build_teacher`` with only TFLite ops: the resize as ``exact_resize``.
+
+    The same uint8 (N, 384, 576, 3) → (N, D) function; what ``teacher_runtime``
+    converts. Not for ``.keras`` teachers (their layers may not convert).
+    """
+    import keras
+    from keras import layers
+
+    if spec.name.endswith(".keras"):
+        raise ValueError("a .keras teacher runs with Keras")
+    inputs = keras.Input((images.TARGET_HEIGHT, images.TARGET_WIDTH, 3), dtype="uint8")
+    x = exact_resize(keras.ops.cast(inputs, "float32"), spec.input_size)
+    if spec.name == "efficientnet_lite0":
+        backbone = efficientnet_lite0(torch_weights.load_state_dict(lite0_weights_path()))
+        outputs = backbone(layers.Rescaling(1 / 128.0, offset=-127 / 128.0)(x))
+    else:
+        outputs = _keras_application(spec, x, False)
+    return keras.Model(inputs, outputs, name=f"teacher_export_{spec.model_id}")
+
+
 def build_teacher(spec: TeacherSpec = DEFAULT_TEACHER, with_logits: bool = False):
     """A Keras model: uint8 (N, 384, 576, 3) → float32 (N, D) embeddings (+ logits).
 

@@ -5,7 +5,8 @@
   W/fetch/manifest (kept: sha256, image_path)    W/reference (labeled files: sha256, path)
                   \\                                  /
                    CoGroupByKey(sha256) with the cache: only images not yet embedded
-                   → decode → RunInference(TeacherModelHandler, batched)
+                   → decode → RunInference(TeacherModelHandler, batched: LiteRT on
+                     the teacher converted once to W/embed/<model id>/*.tflite, or Keras)
                    → W/embed/<model id>/vectors-<run>-*.parquet (appended to the cache)
 
 Runs after fetch and before dedup, so dedup's embedding matches and pseudolabel's
@@ -32,7 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.core import schema
 from pipeline.core.errors import UserError
-from pipeline.models import teacher
+from pipeline.models import teacher, teacher_runtime
 from pipeline.stages import options as beam_options
 from pipeline.stages import reference as reference_stage
 from pipeline.store import embedding_cache, image_store, manifest, workdir
@@ -66,17 +67,34 @@ def _decoded(item):
 
 
 class TeacherModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
-    """RunInference handler: uint8 576×384 arrays in, embeddings out, in batches."""
+    """RunInference handler: uint8 576×384 arrays in, embeddings out, in batches.
 
-    def __init__(self, spec: teacher.TeacherSpec, max_batch_size: int = 32):
+    With ``tflite_path`` (the converted teacher, see ``teacher_runtime``) each worker
+    loads it once into LiteRT with ``threads`` threads (default: the worker's cores
+    divided by ``share``, the models running at once on one machine); without it,
+    the Keras teacher (``.keras`` teachers).
+    """
+
+    def __init__(
+        self,
+        spec: teacher.TeacherSpec,
+        max_batch_size: int = 32,
+        tflite_path: str | None = None,
+        threads: int | None = None,
+        share: int = 1,
+    ):
         self.spec = spec
         self.max_batch_size = max_batch_size
+        self.tflite_path = tflite_path
+        self.threads = threads
+        self.share = share
 
     def load_model(self):
-        return teacher.build_teacher(self.spec)
+        threads = self.threads or teacher_runtime.threads_for(self.share)
+        return teacher_runtime.load(self.spec, self.tflite_path, threads)
 
     def run_inference(self, batch, model, inference_args=None) -> Iterable[PredictionResult]:
-        vectors = np.asarray(model(np.stack(batch), training=False))
+        vectors = model(np.stack(batch))
         return [PredictionResult(x, v) for x, v in zip(batch, vectors, strict=True)]
 
     def get_num_bytes(self, batch) -> int:
@@ -142,6 +160,27 @@ def build_pipeline(
     )
 
 
+def local_models(beam_args: Sequence[str]) -> int:
+    """How many teachers the local runner runs at once on this machine (1 unless workers)."""
+    options = PipelineOptions(beam_options.with_local_runner(list(beam_args))).get_all_options()
+    if options.get("runner") not in (None, beam_options.LOCAL_RUNNER, "DirectRunner"):
+        return 1  # remote workers: each uses its own cores
+    if options.get("direct_running_mode") in ("multi_processing", "multi_threading"):
+        workers = options.get("direct_num_workers") or 1
+        return workers if workers > 0 else teacher_runtime.threads_for()
+    return 1
+
+
+def make_handler(
+    work: str, spec: teacher.TeacherSpec, batch_size: int, beam_args: Sequence[str] = ()
+) -> TeacherModelHandler:
+    """The stage's handler: LiteRT on the teacher converted once into ``W/embed``, or Keras."""
+    if teacher_runtime.runtime_of(spec) == teacher_runtime.KERAS:
+        return TeacherModelHandler(spec, batch_size)
+    path = teacher_runtime.ensure_tflite(work, spec)
+    return TeacherModelHandler(spec, batch_size, path, share=local_models(beam_args))
+
+
 def run_embed(
     work: str,
     reference_root: str | None = None,
@@ -192,12 +231,13 @@ def _run_embed(
             cached=embedding_cache.cached_paths(work, spec),
             output_prefix=output_prefix,
             unreadable_prefix=unreadable_prefix,
-            handler=TeacherModelHandler(spec, batch_size),
+            handler=make_handler(work, spec, batch_size, beam_args),
         )
     counters = beam_options.counters(pipeline.result, NAMESPACE)
     seconds = time.monotonic() - started
     return {
         "model": spec.model_id,
+        "runtime": teacher_runtime.runtime_of(spec),
         "cache": embedding_cache.model_dir(work, spec),
         "embedded": counters.get("embedded", 0),
         "already_cached": counters.get("cached", 0),
