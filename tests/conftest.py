@@ -7,12 +7,19 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import CAT_JPEG, DUMMY_DATA, LARGE_WEBP, MOUNTAIN_JPEG
 from tests.helpers import encode as _encode
+
+# Tests press Ctrl-C on child commands (SIGINT). A shell that starts pytest in the
+# background (`make test &`) starts it with SIGINT ignored, and every child would
+# inherit that and never see the key: give the children the terminal's default back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
