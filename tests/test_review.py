@@ -228,7 +228,12 @@ def test_the_app_in_a_real_browser_tags_a_sample(pseudolabeled, home, tmp_path):
             browser.close()
     finally:
         os.killpg(app.pid, signal.SIGINT)  # what Ctrl-C does in a terminal
-        out, err = app.communicate(timeout=120)
+        try:
+            out, err = app.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(app.pid, signal.SIGKILL)  # never leave the App holding the lock
+            app.communicate()
+            raise
     assert app.returncode == 0, err[-2000:]
     assert f"App: http://127.0.0.1:{port}/datasets/camsdd-review" in out
     with Reviewer(work) as dataset:
