@@ -252,8 +252,6 @@ def run_pipeline(
             ran.append(stage)
             if stage == until:
                 break
-        else:
-            pass
     if not ran:
         print("\nnothing to do: every stage is up to date", flush=True)
     _save_state(work, state)

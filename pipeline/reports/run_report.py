@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import collections
 import csv
+import functools
 import html
 import io
 import json
@@ -73,7 +74,9 @@ def _thumbnail(path: str | None, alt: str) -> str:
     return _img_tag(buffer.getvalue(), "image/jpeg", alt, "thumb")
 
 
+@functools.lru_cache(maxsize=8)
 def _stage_rows(work: str, stage: str) -> list[dict[str, Any]] | None:
+    """The latest manifest's rows of ``stage`` (read once per report; see ``render``)."""
     if stage == "crawl":
         runs = manifest.crawl_runs(work)
         if not runs:
@@ -416,6 +419,7 @@ def render(
     port: int = 5151,
     labeled: str = "CAMSDD_ROOT",
 ) -> str:
+    _stage_rows.cache_clear()  # manifests read once per report, never from an earlier one
     references = _reference_paths(work)
     sections = [
         ("funnel", "Funnel: what each stage kept and dropped", _section_funnel(work)),
