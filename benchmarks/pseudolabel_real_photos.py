@@ -114,7 +114,8 @@ def evaluate(name, x, y, kfold, single, cand, truth, query, kinds) -> None:
     b_points = ev.threshold_sweep(p1.argmax(1), p1.max(1), truth, on)
     path = open_set.tau_path(kfold.oof, y, noise, model, config)
     c_points = [
-        *ev.rule_c_points(d.label, d.confidence, d.reason, truth, on, path),
+        *ev.rule_c_points(d.label, d.confidence, d.reason, truth, on, path, query),
+        *ev.relaxed_points(rule, cand, query, truth, on, path),
         (c_def["precision"], c_def["coverage"]),
     ]
     cb, cc = ev.envelope(b_points), ev.envelope(c_points)

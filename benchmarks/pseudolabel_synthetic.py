@@ -156,7 +156,11 @@ def run(scenario: str, noise: float, seed: int = 0) -> dict:
     d = rule.score(cand, query)
     c_def = point(d.label, truth, d.kept, on)
     path = open_set.tau_path(kfold.oof, y, noise_est, rule.model, config)
-    c_points = [*ev.rule_c_points(d.label, d.confidence, d.reason, truth, on, path), c_def]
+    c_points = [
+        *ev.rule_c_points(d.label, d.confidence, d.reason, truth, on, path, query),
+        *ev.relaxed_points(rule, cand, query, truth, on, path),
+        c_def,
+    ]
 
     curves = {
         "a": ev.envelope([a]),

@@ -103,6 +103,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="also require the label to be the class the crawler searched for",
     )
     parser.add_argument(
+        "--no-query-prior",
+        action="store_true",
+        help="judge candidates labeled as their crawl query by τ_c like the others, "
+        "not by the lower τ^Q that query agreement earns",
+    )
+    parser.add_argument(
+        "--query-prior-strength",
+        type=float,
+        default=defaults.query_prior_strength,
+        help="pseudo-candidates shrinking each query's estimated precision toward the "
+        "pool's (default %(default)s)",
+    )
+    parser.add_argument(
         "--max-per-class",
         type=int,
         default=defaults.max_per_class,
@@ -137,6 +150,8 @@ def config_from_args(args: argparse.Namespace) -> pseudolabel.PseudolabelConfig:
         max_id_loss=args.max_id_loss,
         pool_sample=args.pool_sample,
         noise_method=args.noise_method,
+        query_prior=not args.no_query_prior,
+        query_prior_strength=args.query_prior_strength,
     )
 
 

@@ -41,6 +41,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pipeline.core import query_prior
 from pipeline.core.classes import NUM_CLASSES
 from pipeline.core.pseudolabel import (
     DEFAULT_CONFIG,
@@ -589,6 +590,8 @@ class OpenSetModel:
       proto_beta: the prototype classifier's β.
       few_shot_oof: its held-out (max probability, cleaned-correct), to recalibrate
         the few-shot τ for another target or floor.
+      query: τ^Q for candidates labeled as their crawl query (``query_prior``), or
+        None (no pool given, or turned off).
     """
 
     thresholds: NoiseAwareThresholds
@@ -597,6 +600,7 @@ class OpenSetModel:
     head_has: np.ndarray
     proto_beta: float
     few_shot_oof: tuple[np.ndarray, np.ndarray]
+    query: query_prior.QueryEvidence | None = None
 
 
 @dataclasses.dataclass
@@ -633,6 +637,16 @@ class OpenSetDecisions:
         return np.array([r is None for r in self.reason], bool)
 
 
+def split_tau(
+    model: OpenSetModel, tau: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(τ, τ^Q or None): the model's own, or a curve point's (C,) or (2, C) override."""
+    if tau is None:
+        return model.thresholds.tau, (model.query.tau if model.query is not None else None)
+    tau = np.asarray(tau, np.float64)
+    return (tau[0], tau[1]) if tau.ndim == 2 else (tau, None)
+
+
 def decide_open_set(
     x: np.ndarray,
     head_probs: np.ndarray,
@@ -656,12 +670,14 @@ def decide_open_set(
         a regular class;
       prototype_disagreement (few-shot labels): the nearest prototype (cosine) is
         another class in the full set or in a fold's set that contains the label;
-      low_confidence: confidence < τ of the label's class;
+      low_confidence: confidence < τ of the label's class (τ^Q instead, when lower,
+        for a candidate labeled as its crawl query: ``query_prior``);
       query_mismatch: optional.
-    ``tau`` overrides the calibrated thresholds (curves); ``normalized``: ``x`` is
-    already L2-normalized (the stage normalizes a batch once).
+    ``tau`` overrides the calibrated thresholds (curves): (C,) τ, or (2, C) τ and
+    τ^Q; ``normalized``: ``x`` is already L2-normalized (the stage normalizes a
+    batch once).
     """
-    tau = model.thresholds.tau if tau is None else np.asarray(tau)
+    tau, query_tau = split_tau(model, tau)
     head_probs = np.asarray(head_probs, np.float32)
     n = head_probs.shape[1]
     protos = model.prototypes
@@ -703,7 +719,7 @@ def decide_open_set(
             cos_k = np.where(present[None, :], u[idx] @ protos.fold[k].T, -np.inf)
             ok &= (cos_k.argmax(1) == lab) | ~present[lab]
         proto_agree[idx] = ok
-    confident = confidence >= tau[label]
+    confident = confidence >= query_prior.effective_tau(label, query_class, tau, query_tau)
     if query_class is None:
         query_ok = np.ones(n, bool)
     else:
@@ -790,8 +806,35 @@ def fit_open_set(
     head_has = np.zeros((len(head_classes), num_classes), bool)
     for k, classes in enumerate(head_classes):
         head_has[k, classes] = True
-    model = OpenSetModel(thresholds, protos, ood, head_has, beta, (p_conf, p_correct))
+    query = None
+    if config.query_prior and pool_head_probs is not None and pool_query is not None:
+        query = query_evidence(oof, y, noise, thresholds, pool_head_probs, pool_query, config)
+    model = OpenSetModel(thresholds, protos, ood, head_has, beta, (p_conf, p_correct), query)
     return model, noise, {"id": id_scores, **cut, **reported}
+
+
+def query_evidence(
+    oof: np.ndarray,
+    y: np.ndarray,
+    noise: LabelNoise,
+    thresholds: NoiseAwareThresholds,
+    pool_head_probs: np.ndarray,
+    pool_query: np.ndarray,
+    config: PseudolabelConfig = DEFAULT_CONFIG,
+) -> query_prior.QueryEvidence:
+    """τ^Q for the regular classes, from the pool sample's head labels and queries."""
+    counts = np.bincount(np.asarray(y, np.int64), minlength=len(thresholds.tau))
+    return query_prior.query_thresholds(
+        oof,
+        y,
+        np.asarray(pool_head_probs).mean(0).argmax(1),
+        pool_query,
+        (counts > 0) & ~thresholds.few_shot,
+        config.target_precision,
+        config.threshold_floor,
+        config.query_prior_strength,
+        noise.issue,
+    )
 
 
 @dataclasses.dataclass
@@ -882,7 +925,7 @@ def tau_path(
     targets: np.ndarray | None = None,
     floors: np.ndarray | None = None,
 ) -> list[np.ndarray]:
-    """τ arrays along the rule's two knobs: the curve of rule (c).
+    """(2, C) arrays (τ, τ^Q) along the rule's two knobs: the curve of rule (c).
 
     First the target precision from 0.30 to 0.99 with no floor, then the floor from
     0 to 1 at the configured target (the default point lies on it). The floor leg
@@ -897,7 +940,11 @@ def tau_path(
 
     def tau_at(target: float) -> np.ndarray:
         cfg = dataclasses.replace(no_floor, target_precision=float(target))
-        return calibrate_noise_aware(oof, y, noise, cfg, model.few_shot_oof).tau
+        tau = calibrate_noise_aware(oof, y, noise, cfg, model.few_shot_oof).tau
+        if model.query is None:
+            return np.stack([tau, np.full_like(tau, np.inf)])
+        prior = model.query.prior
+        return np.stack([tau, query_prior.thresholds_at(oof, y, prior, target, 0.0, noise.issue)])
 
     path = [tau_at(t) for t in targets]
     base = tau_at(config.target_precision)

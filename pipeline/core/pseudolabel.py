@@ -89,6 +89,9 @@ class PseudolabelConfig:
         prediction that contradicts a flagged label is right), "exclude" (left out),
         "rate" (given-label precision corrected with cleanlab's noise matrix).
       cleanlab_filter: ``filter_by`` of ``cleanlab.filter.find_label_issues``.
+      query_prior: candidates the heads label as their crawl query meet τ^Q instead
+        of τ_c when lower (``query_prior``: the query as a second view).
+      query_prior_strength: pseudo-candidates shrinking each query's π toward the pool's.
     """
 
     folds: int = 4
@@ -110,6 +113,8 @@ class PseudolabelConfig:
     cut_proxies: tuple[str, ...] = ("shuffled",)
     noise_method: str = "credit"
     cleanlab_filter: str = "prune_by_noise_rate"
+    query_prior: bool = True
+    query_prior_strength: float = 10.0
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -126,6 +131,8 @@ class PseudolabelConfig:
             raise ValueError(f"ood_pick must be permissive or middle, not {self.ood_pick!r}")
         if self.noise_method not in ("credit", "exclude", "rate"):
             raise ValueError(f"unknown noise_method {self.noise_method!r}")
+        if self.query_prior_strength < 0:
+            raise ValueError(f"query_prior_strength must be >= 0, not {self.query_prior_strength}")
         if self.pool_sample < 0:
             raise ValueError(f"pool_sample must be >= 0, not {self.pool_sample}")
 

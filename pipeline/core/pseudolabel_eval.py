@@ -19,11 +19,12 @@ Used by the demo (against the demo pool's truth file), the stage's report and
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
-from pipeline.core import open_set, pseudolabel
+from pipeline.core import open_set, pseudolabel, query_prior
 
 RULES = {
     "a": "teacher argmax, no filter",
@@ -76,20 +77,46 @@ def rule_c_points(
     truth: np.ndarray,
     on_topic: np.ndarray,
     path: list[np.ndarray],
+    query: np.ndarray | None = None,
 ) -> list[tuple[float, float]]:
-    """(c)'s operating points along a τ path (``open_set.tau_path``).
+    """(c)'s operating points along a τ path (``open_set.tau_path``: (τ, τ^Q) pairs).
 
     Rows dropped for anything but low confidence stay dropped; the others are kept
-    when their confidence reaches τ of their label (the per-class cap is left out).
+    when their confidence reaches τ of their label, or τ^Q when labeled as their
+    ``query`` (the per-class cap is left out).
     """
     label = np.asarray(label, np.int64)
     confidence = np.asarray(confidence, np.float64)
     base = np.array([r is None or r == pseudolabel.LOW_CONFIDENCE for r in reason], bool)
     points = []
     for tau in path:
-        kept = base & (confidence >= np.asarray(tau)[label])
+        tau = np.asarray(tau, np.float64)
+        tau, query_tau = (tau[0], tau[1]) if tau.ndim == 2 else (tau, None)
+        kept = base & (confidence >= query_prior.effective_tau(label, query, tau, query_tau))
         r = pseudolabel.precision_coverage(label, truth, kept, on_topic)
         points.append((r["precision"], r["coverage"]))
+    return points
+
+
+# The rule's own switches (``--no-agreement``, then also ``--no-ood``), turned off in
+# turn: the low-precision end of (c)'s curve, where a user trades precision for coverage.
+RELAXATIONS = ({"require_agreement": False}, {"require_agreement": False, "ood": False})
+
+
+def relaxed_points(
+    rule: open_set.OpenSetRule,
+    x: np.ndarray,
+    query: np.ndarray | None,
+    truth: np.ndarray,
+    on_topic: np.ndarray,
+    path: list[np.ndarray],
+) -> list[tuple[float, float]]:
+    """(c)'s points along ``path`` with each of RELAXATIONS applied (embeddings ``x``)."""
+    points = []
+    for change in RELAXATIONS:
+        config = dataclasses.replace(rule.config, **change)
+        d = dataclasses.replace(rule, config=config).score(x, query)
+        points += rule_c_points(d.label, d.confidence, d.reason, truth, on_topic, path, query)
     return points
 
 
@@ -150,7 +177,8 @@ def compare_rules(
     if curves:
         a = out["a"]
         path = open_set.tau_path(kfold.oof, train_y, noise, rule.model, config)
-        c_points = rule_c_points(d.label, d.confidence, d.reason, truth, on_topic, path)
+        c_points = rule_c_points(d.label, d.confidence, d.reason, truth, on_topic, path, query)
+        c_points += relaxed_points(rule, candidate_x, query, truth, on_topic, path)
         c_points.append((out["c"]["precision"], out["c"]["coverage"]))
         b_points = threshold_sweep(probs.argmax(1), probs.max(1), truth, on_topic)
         out["points"] = {"a": [(a["precision"], a["coverage"])], "b": b_points, "c": c_points}

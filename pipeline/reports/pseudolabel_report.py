@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.core import classes, open_set, pseudolabel, pseudolabel_eval, schema
+from pipeline.core import classes, open_set, pseudolabel, pseudolabel_eval, query_prior, schema
 
 LABEL_ISSUES_LISTED = 20
 
@@ -278,6 +278,7 @@ def build(
             "beta": rule.model.proto_beta,
             "kept": sum(1 for r in rows if r["status"] == schema.KEPT and r.get("few_shot")),
         },
+        "query_prior": _query_prior(rule, rows),
         "ood": {
             "enabled": config.ood,
             "score": "z = (median held-out cosine - cosine to the label's prototype) / MAD scale",
@@ -329,6 +330,39 @@ def label_issues_csv(labeled, kfold: pseudolabel.KFoldHeads) -> str:
     return out.getvalue()
 
 
+def _query_prior(rule: open_set.OpenSetRule, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """τ^Q per class and the candidates it kept that τ_c alone would have dropped."""
+    q, tau = rule.model.query, rule.model.thresholds.tau
+    if q is None:
+        return {"enabled": False}
+    kept = [r for r in rows if r["status"] == schema.KEPT and r["label"] is not None]
+    thanks = [
+        r
+        for r in kept
+        if r["label"] == r.get("query_class") and r["confidence"] < tau[r["label_index"]]
+    ]
+    return {
+        "enabled": True,
+        "rule": query_prior.RULE,
+        "strength": rule.config.query_prior_strength,
+        "pooled_prior": round(q.pooled_prior, 4),
+        "kept_by_it": len(thanks),
+        "per_class": [
+            {
+                "class": folder,
+                "candidates": int(q.candidates[c]),
+                "raw_prior": _round(q.raw_prior[c]),
+                "prior": _round(q.prior[c]),
+                "threshold": _finite(tau[c]),
+                "query_threshold": _finite(q.tau[c]),
+                "kept_by_it": sum(1 for r in thanks if r["label_index"] == c),
+            }
+            for c, folder in enumerate(classes.CLASS_FOLDERS)
+            if np.isfinite(q.prior[c])
+        ],
+    }
+
+
 def render_text(report: dict[str, Any]) -> str:
     teacher = report["teacher"]
     lines = [
@@ -354,6 +388,12 @@ def render_text(report: dict[str, Any]) -> str:
         f"  few-shot classes (prototype rule): {len(few['classes'])}, threshold "
         f"{few['threshold']}, kept {few['kept']}"
     )
+    query = report.get("query_prior", {})
+    if query.get("enabled"):
+        lines.append(
+            f"  crawl query as a second view: {len(query['per_class'])} classes with τ^Q, "
+            f"pool-wide π {query['pooled_prior']}, kept thanks to it {query['kept_by_it']}"
+        )
     if ood["enabled"]:
         proxies = ", ".join(f"{k} {v:.2f}" for k, v in ood["proxy_rejected"].items())
         lines.append(
@@ -475,6 +515,28 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Few-shot classes: {', '.join(few['classes']) or 'none'}; few-shot threshold "
         f"{few['threshold']} (prototype classifier, β={few['beta']}); kept {few['kept']}.",
         "",
+    ]
+    query = report.get("query_prior", {})
+    if query.get("enabled"):
+        out += [
+            "## The crawl query as a second view",
+            "",
+            query["rule"],
+            "",
+            f"Pool-wide π {query['pooled_prior']} (each query shrunk toward it by "
+            f"{query['strength']} pseudo-candidates); kept thanks to τ^Q: {query['kept_by_it']}.",
+            "",
+            "| class | candidates | π (own) | π | τ | τ^Q | kept thanks to τ^Q |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *[
+                f"| {c['class']} | {c['candidates']} | {_cell(c['raw_prior'])} | "
+                f"{_cell(c['prior'])} | {_cell(c['threshold'])} | {_cell(c['query_threshold'])} "
+                f"| {c['kept_by_it']} |"
+                for c in query["per_class"]
+            ],
+            "",
+        ]
+    out += [
         "## Out-of-distribution test",
         "",
     ]

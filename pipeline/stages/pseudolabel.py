@@ -39,7 +39,15 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.core import classes, open_set, pseudolabel, pseudolabel_eval, review, schema
+from pipeline.core import (
+    classes,
+    open_set,
+    pseudolabel,
+    pseudolabel_eval,
+    query_prior,
+    review,
+    schema,
+)
 from pipeline.core.schema import DROPPED, KEPT
 from pipeline.models import teacher
 from pipeline.reports import pseudolabel_report
@@ -179,7 +187,8 @@ class ScoreDoFn(beam.DoFn):
         x = np.stack([np.asarray(r["embedding"], np.float32) for r in scored])
         query = pseudolabel.class_indices([r.get("query_class") for r in scored])
         d = self._rule.score(x, query)
-        tau = self._rule.model.thresholds.tau
+        tau, query_tau = open_set.split_tau(self._rule.model)
+        threshold = query_prior.effective_tau(d.label, query, tau, query_tau)
         for i, row in enumerate(scored):
             label = int(d.label[i])
             score = float(d.ood_score[i])
@@ -192,7 +201,7 @@ class ScoreDoFn(beam.DoFn):
                 "confidence": round(float(d.confidence[i]), 6),
                 "soft_label": [round(float(p), 6) for p in d.soft_label[i]],
                 "head_labels": [int(v) for v in d.head_labels[i]],
-                "threshold": float(tau[label]) if np.isfinite(tau[label]) else None,
+                "threshold": float(threshold[i]) if np.isfinite(threshold[i]) else None,
                 "ood_score": round(score, 4) if np.isfinite(score) else None,
                 "few_shot": bool(d.few_shot[i]),
                 "heads_agree": bool(d.agree[i]),
@@ -343,7 +352,7 @@ def truth_evaluation(
     rows = [
         r
         for r in table.select(
-            ["key", "url", "sha256", "status", "reason", "label_index", "confidence"]
+            ["key", "url", "sha256", "status", "reason", "label_index", "confidence", "query_class"]
         ).to_pylist()
         if r["label_index"] is not None and (r["key"] in truth or r["url"] in truth)
     ]
@@ -358,6 +367,7 @@ def truth_evaluation(
     label = np.array([r["label_index"] for r in rows], np.int64)
     confidence = np.array([r["confidence"] for r in rows], np.float64)
     reason = np.array([r["reason"] for r in rows], object)
+    query = pseudolabel.class_indices([r["query_class"] for r in rows])
     kept = np.array([r["status"] == KEPT for r in rows])
     path = open_set.tau_path(kfold.oof, labeled.labels, noise, rule.model, rule.config)
     c = pseudolabel.precision_coverage(label, y, kept, on_topic)
@@ -366,7 +376,8 @@ def truth_evaluation(
         "a": [(a["precision"], a["coverage"])],
         "b": pseudolabel_eval.threshold_sweep(probs.argmax(1), probs.max(1), y, on_topic),
         "c": [
-            *pseudolabel_eval.rule_c_points(label, confidence, reason, y, on_topic, path),
+            *pseudolabel_eval.rule_c_points(label, confidence, reason, y, on_topic, path, query),
+            *pseudolabel_eval.relaxed_points(rule, x, query, y, on_topic, path),
             (c["precision"], c["coverage"]),
         ],
     }
