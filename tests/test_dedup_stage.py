@@ -2,10 +2,12 @@
 
 import csv
 import dataclasses
+import hashlib
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -15,12 +17,12 @@ from pipeline import cli
 from pipeline.cli import demo
 from pipeline.core import classes, pseudolabel
 from pipeline.demo_data import CAMSDD_ROOT, CANDIDATES_DIR
-from pipeline.models import teacher
+from pipeline.models import teacher, teacher_runtime
 from pipeline.stages import dedup as dedup_stage
 from pipeline.stages import embed as embed_stage
 from pipeline.stages import pseudolabel as pseudolabel_stage
 from pipeline.store import embedding_cache as embeddings
-from pipeline.store import manifest
+from pipeline.store import image_store, manifest
 
 SPLIT_OF_FOLDER = {
     "training": "duplicate_of_train",
@@ -113,6 +115,34 @@ def test_embed_rerun_reuses_the_cache(work):
     assert summary["embedded"] == 0 and summary["already_cached"] == 123
     vectors = embeddings.load_vectors(work, teacher.DEFAULT_TEACHER)
     assert len(vectors) == 123 and next(iter(vectors.values())).shape == (1280,)
+
+
+@pytest.mark.slow
+def test_an_ensemble_teacher_embeds_each_backbone_once_and_joins_them(work):
+    spec = teacher.TeacherSpec("efficientnet_lite0+mobilenet_v2")
+    summary = embed_stage.run_embed(work, str(CAMSDD_ROOT), spec)
+    parts = {p["model"]: p for p in summary["parts"]}
+    assert parts["efficientnet_lite0-224x336"]["embedded"] == 0  # cached by the fixture
+    assert parts["mobilenet_v2-224x336"]["embedded"] == 123 and summary["embedded"] == 123
+    again = embed_stage.run_embed(work, str(CAMSDD_ROOT), spec)
+    assert again["embedded"] == 0 and again["already_cached"] == 123
+    assert [p["embedded"] for p in again["parts"]] == [0, 0]
+    joined = embeddings.load_vectors(work, spec)
+    lite0, mnv2 = (embeddings.load_vectors(work, part) for part in spec.parts)
+    assert set(joined) == set(lite0) == set(mnv2)
+    for sha in sorted(joined)[:5]:
+        a, b = lite0[sha] / np.linalg.norm(lite0[sha]), mnv2[sha] / np.linalg.norm(mnv2[sha])
+        np.testing.assert_allclose(joined[sha], np.concatenate([a, b]) / np.sqrt(2), atol=1e-6)
+    assert all(abs(np.linalg.norm(v) - 1) < 1e-5 for v in joined.values())
+    # The joined cache is what the Keras ensemble teacher computes in one model.
+    photo = next(iter(sorted(Path(CAMSDD_ROOT, "training").rglob("*.jpg"))))
+    pixels = image_store.read_pixels(str(photo))
+    keras_vector = teacher_runtime.KerasTeacher(spec)(pixels[None])[0]
+    cached = joined[hashlib.sha256(photo.read_bytes()).hexdigest()]
+    assert float(keras_vector @ cached) / float(np.linalg.norm(keras_vector)) > 0.99999
+    # Pseudolabel reads it like any teacher's cache.
+    report = pseudolabel_stage.run_pseudolabel(work, str(CAMSDD_ROOT), spec=spec)
+    assert report["model"] == spec.model_id and report["reconciled"]
 
 
 def test_dedup_without_fetch_or_with_a_bad_reference_is_a_clear_error(tmp_path, capsys):

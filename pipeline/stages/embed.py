@@ -11,6 +11,15 @@
 
 Runs after fetch and before dedup, so dedup's embedding matches and pseudolabel's
 heads read the same vectors: nothing is embedded twice.
+
+An ensemble teacher (``--teacher a+b``) embeds with each backbone into its own cache
+(as above: a backbone used before embeds nothing again), then joins them::
+
+  W/embed/<a>/vectors-*   W/embed/<b>/vectors-*   W/embed/<a+b>/vectors-* (sha256 only)
+              \\                   |                    /
+               CoGroupByKey(sha256): in every part, not yet joined
+               → L2-normalize each, concatenate, × 1/√n
+               → W/embed/<a+b>/vectors-<run>-*.parquet
 """
 
 from __future__ import annotations
@@ -160,6 +169,49 @@ def build_pipeline(
     )
 
 
+def _joined(element, parts: int):
+    _, grouped = element
+    if grouped["cached"]:
+        Metrics.counter(NAMESPACE, "joined_before").inc()
+        return
+    vectors = [grouped[f"part{i}"] for i in range(parts)]
+    if not all(vectors):  # unreadable for some backbone: reported by that part's run
+        return
+    unit = [np.asarray(v[0], np.float32) for v in vectors]
+    unit = [v / max(float(np.linalg.norm(v)), 1e-12) for v in unit]
+    Metrics.counter(NAMESPACE, "joined").inc()
+    yield {"sha256": element[0], "vector": (np.concatenate(unit) / np.sqrt(parts)).tolist()}
+
+
+def build_join_pipeline(
+    pipeline: beam.Pipeline, *, parts: list[list[str]], cached: list[str], output_prefix: str
+) -> None:
+    """The ensemble's vectors from its parts' caches (shard paths per part)."""
+    keyed = {}
+    for i, paths in enumerate(parts):
+        keyed[f"part{i}"] = (
+            pipeline
+            | f"Part{i}Shards" >> beam.Create(paths)
+            | f"ReadPart{i}" >> beam.io.ReadAllFromParquet()
+            | f"KeyPart{i}" >> beam.Map(lambda r: (r["sha256"], r["vector"]))
+        )
+    keyed["cached"] = (
+        pipeline
+        | "CacheShards" >> beam.Create(cached)
+        | "ReadCache" >> beam.io.ReadAllFromParquet(columns=["sha256"])
+        | "KeyCached" >> beam.Map(lambda r: (r["sha256"], True))
+    )
+    _ = (
+        keyed
+        | "JoinParts" >> beam.CoGroupByKey()
+        | "Concatenate" >> beam.FlatMap(_joined, len(parts))
+        | "Write"
+        >> beam.io.WriteToParquet(
+            output_prefix, embedding_cache.SCHEMA, file_name_suffix=".parquet"
+        )
+    )
+
+
 def local_models(beam_args: Sequence[str]) -> int:
     """How many teachers the local runner runs at once on this machine (1 unless workers)."""
     options = PipelineOptions(beam_options.with_local_runner(list(beam_args))).get_all_options()
@@ -214,6 +266,8 @@ def _run_embed(
     beam_args: Sequence[str],
     batch_size: int,
 ) -> dict[str, Any]:
+    if spec.parts:
+        return _run_ensemble(work, reference_root, spec, beam_args, batch_size)
     started = time.monotonic()
     latest_fetch = manifest.require_run(work, "fetch", f"camsdd fetch --work {work}")
     rows = reference_stage.ensure_reference(work, reference_root, beam_args)
@@ -249,4 +303,46 @@ def _run_embed(
         ],
         "seconds": round(seconds, 2),
         "images_per_second": round(counters.get("embedded", 0) / seconds, 2),
+    }
+
+
+def _run_ensemble(
+    work: str,
+    reference_root: str | None,
+    spec: teacher.TeacherSpec,
+    beam_args: Sequence[str],
+    batch_size: int,
+) -> dict[str, Any]:
+    started = time.monotonic()
+    parts = [_run_embed(work, reference_root, p, beam_args, batch_size) for p in spec.parts]
+    run_id = manifest.new_run_id()
+    options = PipelineOptions(beam_options.with_local_runner(list(beam_args)))
+    with beam.Pipeline(options=options) as pipeline:
+        build_join_pipeline(
+            pipeline,
+            parts=[embedding_cache.cached_paths(work, p) for p in spec.parts],
+            cached=embedding_cache.cached_paths(work, spec),
+            output_prefix=FileSystems.join(
+                embedding_cache.model_dir(work, spec), f"vectors-{run_id}"
+            ),
+        )
+    counters = beam_options.counters(pipeline.result, NAMESPACE)
+    joined = counters.get("joined", 0)
+    seconds = time.monotonic() - started
+    unreadable = sorted({p for part in parts for p in part["unreadable_paths"]})
+    return {
+        "model": spec.model_id,
+        "runtime": "+".join(part["runtime"] for part in parts),
+        "cache": embedding_cache.model_dir(work, spec),
+        "parts": [
+            {k: part[k] for k in ("model", "embedded", "already_cached", "seconds")}
+            for part in parts
+        ],
+        "embedded": joined,
+        "already_cached": counters.get("joined_before", 0),
+        "unreadable": len(unreadable),
+        "unreadable_paths": unreadable,
+        "labeled_unusable": parts[0]["labeled_unusable"],
+        "seconds": round(seconds, 2),
+        "images_per_second": round(joined / seconds, 2),
     }

@@ -8,7 +8,7 @@ What it does:
   2. Run an independent Lite0 forward pass written in plain ``torch.nn.functional``
      (no torchvision/timm, no code shared with ``pipeline.models.teacher``) on the cat photo
      of the tests (PIL bilinear 224x224, scaled (x - 127) / 128).
-  3. Run the Keras port ``pipeline.models.teacher.efficientnet_lite0`` on the same array and
+  3. Run the Keras port ``pipeline.models.teacher.efficientnet_lite`` on the same array and
      print the max abs differences and both top-5s (stored under ``port_check``).
   4. Write the JSON: tensor hashes, the 1000 logits (5 decimals), top-5, a feature
      summary.
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
         from pipeline.core import torch_weights
         from pipeline.models import teacher
 
-        model = teacher.efficientnet_lite0(
+        model = teacher.efficientnet_lite(
             torch_weights.load_state_dict(args.weights), with_logits=True
         )
         feats_k, logits_k = (np.asarray(t)[0] for t in model.predict(x[None], verbose=0))
