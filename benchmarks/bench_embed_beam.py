@@ -142,19 +142,27 @@ def main() -> None:
     litert(np.stack(frames[:BATCH]))
     one_interpreter(np.stack(frames[:BATCH]))
     rates: dict[str, list[float]] = {name: [] for name in paths}
+    # CPU time of the whole process (every thread) per image: the work each path does,
+    # which other programs on a shared machine disturb far less than the wall time.
+    cpu_ms: dict[str, list[float]] = {name: [] for name in paths}
     for repeat in range(args.repeats):
         for name, run in paths.items():
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             count = run()
             seconds = time.perf_counter() - started
+            cpu_ms[name].append((time.process_time() - cpu_started) / count * 1000)
             assert count == args.images, (name, count)
             rates[name].append(count / seconds)
-            print(f"  repeat {repeat + 1}: {name:<32} {count / seconds:7.1f} images/s", flush=True)
+            print(
+                f"  repeat {repeat + 1}: {name:<32} {count / seconds:7.1f} images/s "
+                f"{cpu_ms[name][-1]:6.1f} CPU ms/image",
+                flush=True,
+            )
     median = {name: statistics.median(values) for name, values in rates.items()}
-    print("\n| path | images/s (median) | runs |\n| --- | ---: | --- |")
+    print("\n| path | images/s (median) | runs | CPU ms / image |\n| --- | ---: | --- | ---: |")
     for name, values in rates.items():
         shown = ", ".join(f"{v:.1f}" for v in values)
-        print(f"| {name} | {median[name]:.1f} | {shown} |")
+        print(f"| {name} | {median[name]:.1f} | {shown} | {statistics.median(cpu_ms[name]):.1f} |")
     beam_rate = median["LiteRT in Beam"]
     limit = max(median[LIMIT_LANES], median[LIMIT_ONE])
     print(

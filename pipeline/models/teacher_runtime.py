@@ -6,7 +6,9 @@ through LiteRT: ``teacher.build_export_teacher`` (the same function as
 ``build_teacher``, its antialiased resize rewritten as two strided convolutions) is
 converted to float32 TFLite once per work dir and model id, cached at
 ``W/embed/<model id>/teacher-litert-v1.tflite`` (and in the user's cache folder, so
-a new work dir does not convert again), and each Beam worker loads it once.
+a new work dir does not convert again), and each Beam worker loads it once, as one
+single-threaded interpreter per core ("lanes") that read, decode and embed images
+side by side.
 
 Measured on the 2-core machine (``benchmarks/bench_embed_beam.py``): LiteRT runs
 the teacher 2.4 to 3× as fast as a compiled ``tf.function`` and 3.2 to 4× as fast
