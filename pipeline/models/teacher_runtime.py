@@ -109,9 +109,9 @@ class LiteRTTeacher:
 
     ``lanes`` interpreters (default: one per thread, each single-threaded) work on a
     batch's images at once, each lane in its own thread (LiteRT releases the GIL
-    while it runs): on this machine two single-threaded lanes outrun one interpreter
-    on two threads, which waits between its ops. ``embed`` also reads and decodes
-    inside the lanes, so decoding one image overlaps the inference of another.
+    while it runs), each taking the next image: no lane waits on another's ops.
+    ``embed`` also reads and decodes inside the lanes, so decoding one image
+    overlaps the inference of another.
     Calls are serialized (Beam may share one model between a process's threads).
     """
 
