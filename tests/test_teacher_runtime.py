@@ -45,19 +45,32 @@ def work(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def beam_vectors(work) -> np.ndarray:
-    """The demo photos through embed's own handler in Beam RunInference, by photo order."""
+    """The demo photos (and one broken file) through embed's own handler in Beam RunInference.
+
+    The handler reads and decodes each path itself; vectors come back by photo order.
+    """
     handler = embed.make_handler(work, teacher.DEFAULT_TEACHER, 8)
     folder = Path(work).parent / "vectors"
     folder.mkdir()
+    broken = folder / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a JPEG")
+
+    def save(i, result):
+        if result.inference is None:
+            (folder / f"{i}.unreadable").write_text(result.example)
+        else:
+            np.save(folder / f"{i}.npy", result.inference)
+
     options = PipelineOptions(beam_options.with_local_runner([]))
     with beam.Pipeline(options=options) as pipeline:
         _ = (
             pipeline
-            | beam.Create(list(enumerate(PHOTOS)))
-            | beam.MapTuple(lambda i, path: (i, image_store.read_pixels(path)))
+            | beam.Create([*enumerate(PHOTOS), (len(PHOTOS), str(broken))])
             | RunInference(KeyedModelHandler(handler))
-            | beam.MapTuple(lambda i, result: np.save(folder / f"{i}.npy", result.inference))
+            | beam.MapTuple(save)
         )
+    assert sorted(p.name for p in folder.glob("*.unreadable")) == [f"{len(PHOTOS)}.unreadable"]
+    assert (folder / f"{len(PHOTOS)}.unreadable").read_text() == str(broken)
     return np.stack([np.load(folder / f"{i}.npy") for i in range(len(PHOTOS))])
 
 
@@ -69,6 +82,17 @@ def test_the_litert_teacher_in_beam_gives_the_keras_vectors(keras_vectors, beam_
     assert cosines.min() >= teacher_runtime.SAME_VECTORS_COSINE
     scale = np.abs(keras_vectors).max()
     assert np.abs(keras_vectors - beam_vectors).max() <= 1e-4 * scale
+
+
+def test_lanes_and_one_interpreter_give_the_same_vectors_in_order(work, frames, beam_vectors):
+    path = teacher_runtime.ensure_tflite(work, teacher.DEFAULT_TEACHER)
+    lanes = teacher_runtime.load(teacher.DEFAULT_TEACHER, path, threads=2, lanes=2)
+    one = teacher_runtime.load(teacher.DEFAULT_TEACHER, path, threads=2, lanes=1)
+    assert (lanes.lanes, one.lanes) == (2, 1)
+    picked = [5, 0, 66, 5, 31]  # out of order, one twice: results keep the items' order
+    np.testing.assert_allclose(lanes(frames[picked]), beam_vectors[picked], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(one(frames[picked]), beam_vectors[picked], rtol=0, atol=1e-5)
+    assert lanes(frames[:0]).shape == (0, 1280)
 
 
 def test_same_vectors_keep_the_cache_key_and_a_changed_resize_would_not(frames, keras_vectors):

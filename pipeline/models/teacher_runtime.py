@@ -6,7 +6,9 @@ through LiteRT: ``teacher.build_export_teacher`` (the same function as
 ``build_teacher``, its antialiased resize rewritten as two strided convolutions) is
 converted to float32 TFLite once per work dir and model id, cached at
 ``W/embed/<model id>/teacher-litert-v1.tflite`` (and in the user's cache folder, so
-a new work dir does not convert again), and each Beam worker loads it once.
+a new work dir does not convert again), and each Beam worker loads it once, as one
+single-threaded interpreter per core ("lanes") that read, decode and embed images
+side by side.
 
 Measured on the 2-core machine (``benchmarks/bench_embed_beam.py``): LiteRT runs
 the teacher 2.4 to 3× as fast as a compiled ``tf.function`` and 3.2 to 4× as fast
@@ -22,9 +24,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import inspect
+import itertools
 import os
 import sys
 import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -40,9 +45,6 @@ FILE_NAME = "teacher-litert-v1.tflite"
 #: Vectors this close (cosine, every image) to the Keras teacher's are the same vectors
 #: and may share its cache; a runtime that falls below must get its own model id.
 SAME_VECTORS_COSINE = 0.99999
-#: LiteRT's XNNPACK runs this model fastest one image per invoke (batch 4 and 8 were
-#: no faster here); Beam still hands the handler batches to amortize its own overhead.
-INVOKE_BATCH = 1
 
 
 #: Backbones whose converted vectors a test holds to the Keras teacher's (cosine at least
@@ -111,39 +113,57 @@ def ensure_tflite(work: str, spec: teacher.TeacherSpec) -> str:
 class LiteRTTeacher:
     """A converted teacher on LiteRT: uint8 frames (N, 384, 576, 3) → float32 (N, D).
 
-    One interpreter per worker process; calls are serialized (an interpreter is not
-    thread-safe, and Beam may share one model between a process's threads).
+    ``lanes`` interpreters (default: one per thread, each single-threaded) work on a
+    batch's images at once, each lane in its own thread (LiteRT releases the GIL
+    while it runs), each taking the next image: no lane waits on another's ops.
+    ``embed`` also reads and decodes inside the lanes, so decoding one image
+    overlaps the inference of another.
+    Calls are serialized (Beam may share one model between a process's threads).
     """
 
-    def __init__(self, content: bytes, threads: int):
+    def __init__(self, content: bytes, threads: int, lanes: int | None = None):
         self.threads = threads
-        self.runner = tflite_model.interpreter(content, threads)
-        detail = self.runner.get_input_details()[0]
-        if INVOKE_BATCH != 1:
-            shape = (INVOKE_BATCH, *detail["shape"][1:])
-            self.runner.resize_tensor_input(detail["index"], shape)
-            self.runner.allocate_tensors()
-        self.input = detail["index"]
-        self.output = self.runner.get_output_details()[0]["index"]
+        self.lanes = max(1, min(lanes or threads, threads))
+        per_lane = max(1, threads // self.lanes)
+        self.runners = [tflite_model.interpreter(content, per_lane) for _ in range(self.lanes)]
+        self.input = self.runners[0].get_input_details()[0]["index"]
+        self.output = self.runners[0].get_output_details()[0]["index"]
+        self.width = int(self.runners[0].get_output_details()[0]["shape"][-1])
+        self.pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="litert-lane")
         self.lock = threading.Lock()
 
-    def __call__(self, frames: Any) -> np.ndarray:
-        frames = np.asarray(frames, np.uint8)
-        rows = []
+    def _invoke(self, runner: Any, frame: np.ndarray) -> np.ndarray:
+        runner.set_tensor(self.input, np.asarray(frame, np.uint8)[None])
+        runner.invoke()
+        return runner.get_tensor(self.output)[0].copy()
+
+    def embed(self, items: Sequence[Any], load: Callable[[Any], np.ndarray | None]) -> list:
+        """``load(item)`` then its vector, for every item, in order; None where load gave None.
+
+        Each lane takes the next item not yet taken, so a slow image never idles the others.
+        """
+        results: list[np.ndarray | None] = [None] * len(items)
+        taken = itertools.count()
+        taking = threading.Lock()
+
+        def lane(runner: Any) -> None:
+            while True:
+                with taking:
+                    i = next(taken)
+                if i >= len(items):
+                    return
+                frame = load(items[i])
+                if frame is not None:
+                    results[i] = self._invoke(runner, frame)
+
         with self.lock:
-            for start in range(0, len(frames), INVOKE_BATCH):
-                chunk = frames[start : start + INVOKE_BATCH]
-                if len(chunk) != INVOKE_BATCH:  # a short last chunk: pad, then drop
-                    chunk = np.concatenate(
-                        [chunk, np.zeros((INVOKE_BATCH - len(chunk), *chunk.shape[1:]), np.uint8)]
-                    )
-                self.runner.set_tensor(self.input, chunk)
-                self.runner.invoke()
-                rows.append(self.runner.get_tensor(self.output)[: len(frames) - start].copy())
-        if not rows:
-            width = int(self.runner.get_output_details()[0]["shape"][-1])
-            return np.zeros((0, width), np.float32)
-        return np.concatenate(rows)
+            for done in [self.pool.submit(lane, runner) for runner in self.runners]:
+                done.result()
+        return results
+
+    def __call__(self, frames: Any) -> np.ndarray:
+        vectors = self.embed(list(np.asarray(frames, np.uint8)), lambda frame: frame)
+        return np.stack(vectors) if vectors else np.zeros((0, self.width), np.float32)
 
 
 class KerasTeacher:
@@ -157,6 +177,17 @@ class KerasTeacher:
     def __call__(self, frames: Any) -> np.ndarray:
         return np.asarray(self.model(np.asarray(frames), training=False))
 
+    def embed(self, items: Sequence[Any], load: Callable[[Any], np.ndarray | None]) -> list:
+        """``LiteRTTeacher.embed``'s contract: loads every item, then one call on the readable."""
+        frames = [load(item) for item in items]
+        readable = [i for i, frame in enumerate(frames) if frame is not None]
+        results: list[np.ndarray | None] = [None] * len(items)
+        if readable:
+            vectors = self(np.stack([frames[i] for i in readable]))
+            for i, vector in zip(readable, vectors, strict=True):
+                results[i] = vector
+        return results
+
 
 def threads_for(share: int = 1) -> int:
     """Threads for one model: this machine's usable cores split among ``share`` models."""
@@ -164,9 +195,12 @@ def threads_for(share: int = 1) -> int:
 
 
 def load(
-    spec: teacher.TeacherSpec, tflite_path: str | None = None, threads: int | None = None
+    spec: teacher.TeacherSpec,
+    tflite_path: str | None = None,
+    threads: int | None = None,
+    lanes: int | None = None,
 ) -> LiteRTTeacher | KerasTeacher:
     """The teacher as a callable: LiteRT when given its converted file, else Keras."""
     if tflite_path is None:
         return KerasTeacher(spec)
-    return LiteRTTeacher(workdir.read_bytes(tflite_path), threads or threads_for())
+    return LiteRTTeacher(workdir.read_bytes(tflite_path), threads or threads_for(), lanes)

@@ -5,9 +5,11 @@
   W/fetch/manifest (kept: sha256, image_path)    W/reference (labeled files: sha256, path)
                   \\                                  /
                    CoGroupByKey(sha256) with the cache: only images not yet embedded
-                   → decode → RunInference(TeacherModelHandler, batched: LiteRT on
-                     the teacher converted once to W/embed/<model id>/*.tflite, or Keras)
+                   → RunInference(TeacherModelHandler, batches of paths: each read and
+                     decoded in the LiteRT lane that embeds it, with the teacher
+                     converted once to W/embed/<model id>/*.tflite; or Keras)
                    → W/embed/<model id>/vectors-<run>-*.parquet (appended to the cache)
+                     + unreadable paths (reported)
 
 Runs after fetch and before dedup, so dedup's embedding matches and pseudolabel's
 heads read the same vectors: nothing is embedded twice.
@@ -40,7 +42,7 @@ from apache_beam.ml.inference.base import (
 )
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.core import schema
+from pipeline.core import images, schema
 from pipeline.core.errors import UserError
 from pipeline.models import teacher, teacher_runtime
 from pipeline.stages import options as beam_options
@@ -65,23 +67,15 @@ def _new_only(element):
     yield sha, grouped["item"][0]
 
 
-def _decoded(item):
-    sha, path = item
-    pixels = image_store.read_pixels(path)
-    if pixels is not None:
-        yield sha, pixels
-    else:
-        Metrics.counter(NAMESPACE, UNREADABLE).inc()
-        yield beam.pvalue.TaggedOutput(UNREADABLE, path)
+class TeacherModelHandler(ModelHandler[str, PredictionResult, Any]):
+    """RunInference handler: image paths in, embeddings out (None: unreadable), in batches.
 
-
-class TeacherModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
-    """RunInference handler: uint8 576×384 arrays in, embeddings out, in batches.
-
-    With ``tflite_path`` (the converted teacher, see ``teacher_runtime``) each worker
-    loads it once into LiteRT with ``threads`` threads (default: the worker's cores
-    divided by ``share``, the models running at once on one machine); without it,
-    the Keras teacher (``.keras`` teachers).
+    The model reads and decodes each image (``image_store.read_pixels``) itself, so
+    LiteRT's lanes overlap decoding with inference. With ``tflite_path`` (the
+    converted teacher, see ``teacher_runtime``) each worker loads it once into
+    LiteRT with ``threads`` threads (default: the worker's cores divided by
+    ``share``, the models running at once on one machine); without it, the Keras
+    teacher (``.keras`` teachers).
     """
 
     def __init__(
@@ -103,11 +97,11 @@ class TeacherModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         return teacher_runtime.load(self.spec, self.tflite_path, threads)
 
     def run_inference(self, batch, model, inference_args=None) -> Iterable[PredictionResult]:
-        vectors = model(np.stack(batch))
+        vectors = model.embed(batch, image_store.read_pixels)
         return [PredictionResult(x, v) for x, v in zip(batch, vectors, strict=True)]
 
     def get_num_bytes(self, batch) -> int:
-        return sum(x.nbytes for x in batch)
+        return len(batch) * images.TARGET_HEIGHT * images.TARGET_WIDTH * 3  # decoded
 
     def get_metrics_namespace(self) -> str:
         return NAMESPACE
@@ -116,10 +110,14 @@ class TeacherModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
         return {"min_batch_size": 1, "max_batch_size": self.max_batch_size}
 
 
-def _row(element) -> dict[str, Any]:
+def _row(element):
     sha, result = element
+    if result.inference is None:
+        Metrics.counter(NAMESPACE, UNREADABLE).inc()
+        yield beam.pvalue.TaggedOutput(UNREADABLE, result.example)
+        return
     Metrics.counter(NAMESPACE, "embedded").inc()
-    return {"sha256": sha, "vector": [float(v) for v in result.inference]}
+    yield {"sha256": sha, "vector": [float(v) for v in result.inference]}
 
 
 def build_pipeline(
@@ -148,24 +146,19 @@ def build_pipeline(
         | "ReadCache" >> beam.io.ReadAllFromParquet(columns=["sha256"])
         | "KeyCached" >> beam.Map(lambda r: (r["sha256"], True))
     )
-    decoded = (
+    embedded = (
         {"item": (candidates, labeled) | "AllImages" >> beam.Flatten(), "cached": cached_shas}
         | "JoinCache" >> beam.CoGroupByKey()
         | "NewOnly" >> beam.FlatMap(_new_only)
         | "Spread" >> beam.Reshuffle()
-        | "Decode" >> beam.FlatMap(_decoded).with_outputs(UNREADABLE, main="pixels")
+        | "Embed" >> RunInference(KeyedModelHandler(handler))
+        | "ToRow" >> beam.FlatMap(_row).with_outputs(UNREADABLE, main="rows")
     )
-    _ = decoded[UNREADABLE] | "WriteUnreadable" >> beam.io.WriteToText(
+    _ = embedded[UNREADABLE] | "WriteUnreadable" >> beam.io.WriteToText(
         unreadable_prefix, file_name_suffix=".txt"
     )
-    _ = (
-        decoded.pixels
-        | "Embed" >> RunInference(KeyedModelHandler(handler))
-        | "ToRow" >> beam.Map(_row)
-        | "Write"
-        >> beam.io.WriteToParquet(
-            output_prefix, embedding_cache.SCHEMA, file_name_suffix=".parquet"
-        )
+    _ = embedded.rows | "Write" >> beam.io.WriteToParquet(
+        output_prefix, embedding_cache.SCHEMA, file_name_suffix=".parquet"
     )
 
 
