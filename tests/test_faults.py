@@ -1,14 +1,17 @@
-"""A fetch of a few hundred loopback candidates killed midway, and a work dir that breaks.
+"""Fetch, embed and dedup killed midway, and a work dir that breaks.
 
 Killed with SIGKILL (nothing runs on the way out) or SIGINT (Ctrl-C), then run again:
-every candidate ends with exactly one row, what the killed run finished is not
-downloaded again, and the counts reconcile. A work dir that turns read-only midway
-gives one clear error and leaves the previous manifest as it was.
+every candidate ends with exactly one row (fetch) or one cached vector (embed), what
+the killed run finished is not done again, and the counts reconcile; a killed dedup
+leaves the previous manifest byte for byte and its rerun decides as an unkilled run.
+A work dir that turns read-only midway gives one clear error and leaves the previous
+manifest as it was.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.store import manifest
+from pipeline.demo_data import CAMSDD_ROOT
+from pipeline.models import teacher
+from pipeline.store import embedding_cache, manifest
 from tests.helpers import BIN, LARGE_WEBP, camsdd, encode
 from tests.loopback import LoopbackServer
 
@@ -155,3 +160,121 @@ def test_a_work_dir_that_stops_taking_writes_midway_is_one_error_and_loses_nothi
     assert result.returncode == 0, result.stderr
     table = manifest.read_stage(str(tmp_path / "w"), "fetch")
     assert table.num_rows == CANDIDATES and set(table.column("status").to_pylist()) == {"kept"}
+
+
+def _start(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "camsdd"), *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+
+
+def _kill(running: subprocess.Popen, sent: signal.Signals) -> None:
+    os.killpg(running.pid, sent)
+    _, err = running.communicate(timeout=120)
+    assert running.returncode == (-signal.SIGKILL if sent == signal.SIGKILL else 130), err
+
+
+@pytest.fixture(scope="module")
+def fetched(pool, tmp_path_factory) -> Path:
+    """A work dir ``w`` (in the returned folder) holding the whole pool, fetched."""
+    folder = tmp_path_factory.mktemp("fetched")
+    _crawl(pool, folder)
+    result = camsdd(*FETCH[:-1], "8", cwd=folder)  # --threads 8
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.mark.parametrize("sent", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_killed_embed_resumes_without_losing_duplicating_or_embedding_again(
+    fetched, tmp_path, sent
+):
+    shutil.copytree(fetched / "w", tmp_path / "w")
+    work = str(tmp_path / "w")
+    stage = embedding_cache.checkpoint_stage(teacher.DEFAULT_TEACHER)
+    running = _start("embed", "--work", "w", "--batch-size", "8", cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    while len(manifest.checkpoint_paths(work, stage)) < 3:  # 3 parts: at least 24 vectors
+        assert running.poll() is None, running.communicate()
+        assert time.monotonic() < deadline, "the embed never checkpointed"
+        time.sleep(0.05)
+    _kill(running, sent)
+    cached = embedding_cache.cached_paths(work, teacher.DEFAULT_TEACHER)
+    assert embedding_cache.read_cache(cached).num_rows == 0  # nothing half written
+    finished = manifest.read_table(manifest.checkpoint_paths(work, stage))
+    done = dict(
+        zip(
+            finished.column("sha256").to_pylist(),
+            finished.column("vector").to_pylist(),
+            strict=True,
+        )
+    )
+    assert 24 <= len(done) < CANDIDATES, "the run finished before it was killed"
+
+    result = camsdd("embed", "--work", "w", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    # Only what the killed run had not finished was embedded; the rest came from it.
+    assert f": {CANDIDATES - len(done)} embedded, {len(done)} already cached " in result.stdout
+    assert f"({len(done)} computed by an interrupted run)" in result.stdout
+    fetched_shas = manifest.read_stage(work, "fetch").column("sha256").to_pylist()
+    table = embedding_cache.read_cache(embedding_cache.cached_paths(work, teacher.DEFAULT_TEACHER))
+    shas = table.column("sha256").to_pylist()
+    assert len(shas) == len(set(shas)) == CANDIDATES and set(shas) == set(fetched_shas)
+    vectors = dict(zip(shas, table.column("vector").to_pylist(), strict=True))
+    assert all(vectors[sha] == vector for sha, vector in done.items())  # moved as computed
+    assert manifest.checkpoint_paths(work, stage) == []  # cleared
+    again = camsdd("embed", "--work", "w", cwd=tmp_path)
+    assert f": 0 embedded, {CANDIDATES} already cached, " in again.stdout, again.stderr
+
+
+@pytest.fixture(scope="module")
+def embedded_demo(tmp_path_factory) -> Path:
+    """The demo pool (planted duplicates and leaks) crawled, fetched and embedded, in ``w``."""
+    from pipeline.cli import demo
+
+    folder = tmp_path_factory.mktemp("demo")
+    assert demo.crawl_and_fetch(str(folder / "w")) == 0
+    result = camsdd("embed", "--work", "w", "--reference", str(CAMSDD_ROOT), cwd=folder)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def _decisions(work: str) -> list[dict]:
+    rows = manifest.read_stage(work, "dedup").to_pylist()
+    return sorted(({k: v for k, v in r.items() if k != "run_id"} for r in rows),
+                  key=lambda r: r["key"])  # fmt: skip
+
+
+@pytest.mark.parametrize("sent", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_a_killed_dedup_leaves_the_previous_manifest_and_its_rerun_decides_the_same(
+    embedded_demo, tmp_path, sent
+):
+    shutil.copytree(embedded_demo / "w", tmp_path / "w")
+    work = str(tmp_path / "w")
+    dedup = ["dedup", "--work", "w", "--reference", str(CAMSDD_ROOT)]
+    result = camsdd(*dedup, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    before = manifest.latest_run(work, "dedup")
+    shards = {path: Path(path).read_bytes() for path in before[1]}
+    unkilled = _decisions(work)
+    assert {r["reason"] for r in unkilled} > {None}  # duplicates and leaks were dropped
+
+    running = _start(*dedup, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    # Beam opens the manifest's temporary folder as the pipeline starts, and renames
+    # its files into place only once every row is decided: kill in between.
+    while not list((tmp_path / "w" / "dedup").glob("beam-temp-*")):
+        assert running.poll() is None, running.communicate()
+        assert time.monotonic() < deadline, "the dedup never started writing"
+        time.sleep(0.02)
+    time.sleep(1.0)
+    _kill(running, sent)
+    # (a new complete run here would mean the kill came too late to test anything)
+    assert manifest.latest_run(work, "dedup") == before
+    assert {path: Path(path).read_bytes() for path in before[1]} == shards
+
+    result = camsdd(*dedup, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert _decisions(work) == unkilled
+    assert len(manifest.latest_run(work, "dedup")[1]) == len(
+        list((tmp_path / "w" / "dedup").glob("manifest-*.parquet"))
+    )  # the previous run's shards went, and nothing half-written stayed
+    assert not list((tmp_path / "w" / "dedup").glob("beam-temp-*"))

@@ -4,13 +4,18 @@
 
   W/fetch/manifest (kept: sha256, image_path)    W/reference (labeled files: sha256, path)
                   \\                                  /
-                   CoGroupByKey(sha256) with the cache: only images not yet embedded
+                   CoGroupByKey(sha256) with the cache and a killed run's checkpoint:
+                   │   checkpointed, not cached ─► resumed (moved into the cache as is)
+                   ▼   only images not yet embedded
                    → decode → RunInference(TeacherModelHandler, batched: LiteRT on
                      the teacher converted once to W/embed/<model id>/*.tflite, or Keras)
-                   → W/embed/<model id>/vectors-<run>-*.parquet (appended to the cache)
+                   → CheckpointDoFn (W/embed/<model id>/checkpoint/part-*)
+                   → Flatten(resumed) → W/embed/<model id>/vectors-<run>-*.parquet
 
 Runs after fetch and before dedup, so dedup's embedding matches and pseudolabel's
-heads read the same vectors: nothing is embedded twice.
+heads read the same vectors: nothing is embedded twice. A killed run keeps what it
+computed in checkpoint parts; the next run moves those vectors into the cache (one row
+per image, whatever was checkpointed twice) and a run that completes deletes the parts.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.core import schema
 from pipeline.core.errors import UserError
 from pipeline.models import teacher, teacher_runtime
+from pipeline.stages import checkpoint
 from pipeline.stages import options as beam_options
 from pipeline.stages import reference as reference_stage
 from pipeline.store import embedding_cache, image_store, manifest, workdir
@@ -41,6 +47,7 @@ from pipeline.store import embedding_cache, image_store, manifest, workdir
 NAMESPACE = "camsdd.embed"
 STAGE = "embed"
 UNREADABLE = "unreadable"
+RESUMED = "resumed"
 
 
 class UnreadableImagesError(UserError):
@@ -48,9 +55,16 @@ class UnreadableImagesError(UserError):
 
 
 def _new_only(element):
+    """Per image content: nothing (cached), its checkpointed vector (resumed), or to embed."""
     sha, grouped = element
     if grouped["cached"]:
-        Metrics.counter(NAMESPACE, "cached").inc()
+        if grouped["item"]:
+            Metrics.counter(NAMESPACE, "cached").inc()
+        return
+    if grouped["checkpoint"]:  # computed by a killed run: into the cache once
+        if grouped["item"]:
+            Metrics.counter(NAMESPACE, RESUMED).inc()
+        yield beam.pvalue.TaggedOutput(RESUMED, grouped["checkpoint"][0])
         return
     Metrics.counter(NAMESPACE, "to_embed").inc()
     yield sha, grouped["item"][0]
@@ -123,7 +137,11 @@ def build_pipeline(
     output_prefix: str,
     unreadable_prefix: str,
     handler: TeacherModelHandler,
+    checkpoint_paths: Sequence[str] = (),
+    checkpoint_stage: str | None = None,
 ) -> None:
+    """Wires embed; ``checkpoint_stage`` (``embedding_cache.checkpoint_stage``) checkpoints
+    new vectors as they come, ``checkpoint_paths`` are a killed run's parts to resume."""
     candidates = (
         pipeline
         | "FetchManifests" >> beam.Create(fetch_paths)
@@ -139,20 +157,41 @@ def build_pipeline(
         | "ReadCache" >> beam.io.ReadAllFromParquet(columns=["sha256"])
         | "KeyCached" >> beam.Map(lambda r: (r["sha256"], True))
     )
-    decoded = (
-        {"item": (candidates, labeled) | "AllImages" >> beam.Flatten(), "cached": cached_shas}
+    checkpointed = (
+        pipeline
+        | "CheckpointParts" >> beam.Create(list(checkpoint_paths))
+        | "ReadCheckpoint" >> beam.io.ReadAllFromParquet()
+        | "KeyCheckpoint" >> beam.Map(lambda r: (r["sha256"], r))
+    )
+    new = (
+        {
+            "item": (candidates, labeled) | "AllImages" >> beam.Flatten(),
+            "cached": cached_shas,
+            "checkpoint": checkpointed,
+        }
         | "JoinCache" >> beam.CoGroupByKey()
-        | "NewOnly" >> beam.FlatMap(_new_only)
+        | "NewOnly" >> beam.FlatMap(_new_only).with_outputs(RESUMED, main="new")
+    )
+    decoded = (
+        new.new
         | "Spread" >> beam.Reshuffle()
         | "Decode" >> beam.FlatMap(_decoded).with_outputs(UNREADABLE, main="pixels")
     )
     _ = decoded[UNREADABLE] | "WriteUnreadable" >> beam.io.WriteToText(
         unreadable_prefix, file_name_suffix=".txt"
     )
-    _ = (
+    embedded = (
         decoded.pixels
         | "Embed" >> RunInference(KeyedModelHandler(handler))
         | "ToRow" >> beam.Map(_row)
+    )
+    if checkpoint_stage:
+        embedded = embedded | "Checkpoint" >> beam.ParDo(
+            checkpoint.CheckpointDoFn(work, checkpoint_stage, embedding_cache.SCHEMA)
+        )
+    _ = (
+        (embedded, new[RESUMED])
+        | "NewVectors" >> beam.Flatten()
         | "Write"
         >> beam.io.WriteToParquet(
             output_prefix, embedding_cache.SCHEMA, file_name_suffix=".parquet"
@@ -221,6 +260,12 @@ def _run_embed(
     run_id = manifest.new_run_id()
     output_prefix = FileSystems.join(embedding_cache.model_dir(work, spec), f"vectors-{run_id}")
     unreadable_prefix = FileSystems.join(manifest.stage_dir(work, STAGE), f"unreadable-{run_id}")
+    cached = embedding_cache.cached_paths(work, spec)
+    checkpoint_stage = embedding_cache.checkpoint_stage(spec)
+    checkpoint_paths = manifest.checkpoint_paths(work, checkpoint_stage)
+    manifest.check_readable(
+        cached + checkpoint_paths, "delete it to embed its images again (nothing else is lost)"
+    )
     options = PipelineOptions(beam_options.with_local_runner(list(beam_args)))
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(
@@ -228,11 +273,15 @@ def _run_embed(
             work=work,
             fetch_paths=latest_fetch[1],
             labeled=labeled,
-            cached=embedding_cache.cached_paths(work, spec),
+            cached=cached,
             output_prefix=output_prefix,
             unreadable_prefix=unreadable_prefix,
             handler=make_handler(work, spec, batch_size, beam_args),
+            checkpoint_paths=checkpoint_paths,
+            checkpoint_stage=checkpoint_stage,
         )
+    # Every checkpointed vector is in the cache now (written above, or already there).
+    manifest.clear_checkpoint(work, checkpoint_stage)
     counters = beam_options.counters(pipeline.result, NAMESPACE)
     seconds = time.monotonic() - started
     return {
@@ -240,7 +289,8 @@ def _run_embed(
         "runtime": teacher_runtime.runtime_of(spec),
         "cache": embedding_cache.model_dir(work, spec),
         "embedded": counters.get("embedded", 0),
-        "already_cached": counters.get("cached", 0),
+        "already_cached": counters.get("cached", 0) + counters.get(RESUMED, 0),
+        "resumed": counters.get(RESUMED, 0),
         "unreadable": counters.get(UNREADABLE, 0),
         "unreadable_paths": manifest.read_lines(unreadable_prefix + "*", delete=True),
         # Labeled files that are no image: the build skips them too (and says so).
