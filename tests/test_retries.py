@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.demo_data import CAMSDD_ROOT
 from pipeline.stages import checkpoint as checkpoint_stage
 from pipeline.stages import dedup as dedup_stage
 from pipeline.stages import embed as embed_stage
@@ -51,8 +52,8 @@ def fail_first_attempts(monkeypatch, dofn_class: type, times: int = 2) -> list[s
     original = dofn_class.process
     failed: list[str] = []
 
-    def process(self, element):
-        yield from original(self, element)
+    def process(self, element, *args, **kwargs):  # side inputs, if any, come as arguments
+        yield from original(self, element, *args, **kwargs)
         if len(failed) < times and repr(element) not in failed:
             failed.append(repr(element))
             raise Injected("injected: connection reset at the end of a bundle")
@@ -142,13 +143,17 @@ def test_a_retried_embed_bundle_caches_each_vector_once(fetched, tmp_path, monke
 def test_a_retried_dedup_bundle_decides_each_candidate_once(fetched, tmp_path, monkeypatch):
     shutil.copytree(fetched / "w", tmp_path / "w")
     work = str(tmp_path / "w")
-    unretried = dedup_stage.run_dedup(work, None)
+    unretried = dedup_stage.run_dedup(work, str(CAMSDD_ROOT))
     expected = _decisions(work)
-    failed = fail_first_attempts(monkeypatch, dedup_stage.DecideClusterDoFn, times=1)
-    report = dedup_stage.run_dedup(work, None, beam_args=RETRYING)
-    assert len(failed) == 1 and report["reconciled"]
+    decide = fail_first_attempts(monkeypatch, dedup_stage.DecideClusterDoFn, times=1)
+    match = fail_first_attempts(monkeypatch, dedup_stage.MatchReferenceDoFn, times=1)
+    report = dedup_stage.run_dedup(work, str(CAMSDD_ROOT), beam_args=RETRYING)
+    assert len(decide) == len(match) == 1 and report["reconciled"]
     assert _decisions(work) == expected and len(expected) == CANDIDATES
     assert report["inputs"] == unretried["inputs"] == CANDIDATES
+    # The reference index is built once per worker process, though the DoFn that built
+    # it failed and was replaced (Beam discards a DoFn instance that raised).
+    assert report["beam_counters"]["reference_index_builds"] == 1
 
 
 def _decisions(work: str) -> list[dict]:
