@@ -278,3 +278,70 @@ def test_a_killed_dedup_leaves_the_previous_manifest_and_its_rerun_decides_the_s
         list((tmp_path / "w" / "dedup").glob("manifest-*.parquet"))
     )  # the previous run's shards went, and nothing half-written stayed
     assert not list((tmp_path / "w" / "dedup").glob("beam-temp-*"))
+
+
+def _keep_half_the_cache(work: Path) -> int:
+    """The embed cache with half its vectors: the rest must be embedded again. Returns
+    how many there were."""
+    import pyarrow.parquet as pq
+
+    paths = embedding_cache.cached_paths(str(work), teacher.DEFAULT_TEACHER)
+    table = embedding_cache.read_cache(paths)
+    for path in paths:
+        os.remove(path)
+    half = table.slice(0, table.num_rows // 2)
+    name = "vectors-20000101T000000-000000-00000-of-00001.parquet"
+    pq.write_table(half, Path(paths[0]).with_name(name))
+    return table.num_rows
+
+
+LIMITED = {  # stage → (its command, what runs first, the files that must stay as they were)
+    "embed": (["embed", "--work", "w", "--reference", str(CAMSDD_ROOT)], [], "embed/*/*.parquet"),
+    "dedup": (["dedup", "--work", "w", "--reference", str(CAMSDD_ROOT)], [], "dedup/*.parquet"),
+    "pseudolabel": (
+        ["pseudolabel", "--work", "w", "--labeled", str(CAMSDD_ROOT)],
+        [["dedup", "--work", "w", "--reference", str(CAMSDD_ROOT)]],
+        "pseudolabel/*.parquet",
+    ),
+}
+
+
+@pytest.mark.parametrize("stage", sorted(LIMITED))
+def test_a_full_disk_stops_embed_dedup_and_pseudolabel_with_one_error_and_loses_nothing(
+    embedded_demo, tmp_path, stage
+):
+    import resource
+
+    shutil.copytree(embedded_demo / "w", tmp_path / "w")
+    command, before, kept = LIMITED[stage]
+    for step in before:
+        assert camsdd(*step, cwd=tmp_path).returncode == 0
+    if stage == "embed":
+        vectors = _keep_half_the_cache(tmp_path / "w")
+    else:
+        assert camsdd(*command, cwd=tmp_path).returncode == 0  # the previous manifest
+    previous = {path: path.read_bytes() for path in (tmp_path / "w").glob(kept)}
+    assert previous
+
+    # No file of the run may grow past 1 kB: the disk is "full" (this works for root
+    # too, where a read-only chmod would not). Reading and computing go on; the first
+    # real write (a checkpoint part, Beam's manifest shard, a report) fails.
+    limited = subprocess.run([str(BIN / "camsdd"), *command], cwd=tmp_path, text=True,
+                             capture_output=True, timeout=600,
+                             preexec_fn=lambda: resource.setrlimit(  # noqa: PLW1509
+                                 resource.RLIMIT_FSIZE, (1024, 1024)))  # fmt: skip
+    assert limited.returncode == 2, limited.stderr
+    lines = [line for line in limited.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in limited.stderr, limited.stderr
+    assert lines[0].startswith(f"error: cannot write {tmp_path / 'w' / stage}"), lines[0]
+    assert "File too large" in lines[0] and "previous manifest is unchanged" in lines[0]
+    assert {path: path.read_bytes() for path in (tmp_path / "w").glob(kept)} == previous
+
+    result = camsdd(*command, cwd=tmp_path)  # the disk has room again
+    assert result.returncode == 0, result.stderr
+    if stage == "embed":
+        table = embedding_cache.read_cache(
+            embedding_cache.cached_paths(str(tmp_path / "w"), teacher.DEFAULT_TEACHER)
+        )
+        shas = table.column("sha256").to_pylist()
+        assert len(shas) == len(set(shas)) == vectors  # each once, none lost

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.core import errors
 from pipeline.core.errors import UserError
 
 
@@ -236,12 +237,36 @@ def _temp_folder(work: str, stage: str, path: str) -> str:
     return prefix + path[len(prefix) :].split("/", 1)[0]
 
 
+def refused_write(error: BaseException) -> OSError | None:
+    """The OSError of a refused write behind ``error``, or None (also when a WorkDirError
+    already says it)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, WorkDirError):
+            return None
+        seen = seen.__cause__ or seen.__context__
+    return errors.refused_write(error)
+
+
 @contextlib.contextmanager
 def stage_run(work: str, stage: str) -> Iterator[None]:
-    """The stage lock, with leftovers of interrupted runs removed on entry and on exit."""
+    """The stage lock, with leftovers of interrupted runs removed on entry and on exit.
+
+    A write the work dir refuses anywhere in the run (a Beam sink's file, a report)
+    stops it with the one-line ``unwritable`` error, as the stage's own writes do. A
+    stage replaces its previous manifest only after the new one is complete, so that
+    manifest is still there.
+    """
     with stage_lock(work, stage):
         remove_beam_temp(work, stage)
         try:
             yield
+        except Exception as error:
+            refused = refused_write(error)
+            if refused is None:
+                raise
+            path = refused.filename or FileSystems.join(work, stage)
+            raise unwritable(os.fspath(path), refused) from error
         finally:
-            remove_beam_temp(work, stage)
+            with contextlib.suppress(Exception):  # a full disk must not hide the error
+                remove_beam_temp(work, stage)
