@@ -23,7 +23,7 @@ import pytest
 from pipeline.demo_data import CAMSDD_ROOT
 from pipeline.models import teacher
 from pipeline.store import embedding_cache, manifest
-from tests.helpers import BIN, LARGE_WEBP, camsdd, encode
+from tests.helpers import BIN, LARGE_WEBP, camsdd, dedup_decisions, encode
 from tests.loopback import LoopbackServer
 
 pytestmark = pytest.mark.slow  # about a minute each
@@ -237,12 +237,6 @@ def embedded_demo(tmp_path_factory) -> Path:
     return folder
 
 
-def _decisions(work: str) -> list[dict]:
-    rows = manifest.read_stage(work, "dedup").to_pylist()
-    return sorted(({k: v for k, v in r.items() if k != "run_id"} for r in rows),
-                  key=lambda r: r["key"])  # fmt: skip
-
-
 @pytest.mark.parametrize("sent", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_a_killed_dedup_leaves_the_previous_manifest_and_its_rerun_decides_the_same(
     embedded_demo, tmp_path, sent
@@ -254,7 +248,7 @@ def test_a_killed_dedup_leaves_the_previous_manifest_and_its_rerun_decides_the_s
     assert result.returncode == 0, result.stderr
     before = manifest.latest_run(work, "dedup")
     shards = {path: Path(path).read_bytes() for path in before[1]}
-    unkilled = _decisions(work)
+    unkilled = dedup_decisions(work)
     assert {r["reason"] for r in unkilled} > {None}  # duplicates and leaks were dropped
 
     running = _start(*dedup, cwd=tmp_path)
@@ -273,7 +267,7 @@ def test_a_killed_dedup_leaves_the_previous_manifest_and_its_rerun_decides_the_s
 
     result = camsdd(*dedup, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert _decisions(work) == unkilled
+    assert dedup_decisions(work) == unkilled
     assert len(manifest.latest_run(work, "dedup")[1]) == len(
         list((tmp_path / "w" / "dedup").glob("manifest-*.parquet"))
     )  # the previous run's shards went, and nothing half-written stayed

@@ -26,13 +26,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.demo_data import CAMSDD_ROOT
+from pipeline.models import teacher
 from pipeline.stages import checkpoint as checkpoint_stage
 from pipeline.stages import dedup as dedup_stage
 from pipeline.stages import embed as embed_stage
 from pipeline.stages import fetch as fetch_stage
 from pipeline.stages import fetch_record, options
 from pipeline.store import embedding_cache, manifest
-from tests.helpers import LARGE_WEBP, camsdd, encode
+from tests.helpers import LARGE_WEBP, camsdd, dedup_decisions, encode
 from tests.loopback import LoopbackServer
 
 pytestmark = pytest.mark.slow  # 10 to 40 s each
@@ -132,9 +133,7 @@ def test_a_retried_embed_bundle_caches_each_vector_once(fetched, tmp_path, monke
     failed = fail_first_attempts(monkeypatch, checkpoint_stage.CheckpointDoFn)
     summary = embed_stage.run_embed(work, beam_args=RETRYING, batch_size=8)
     assert len(failed) == 2 and summary["embedded"] == CANDIDATES
-    table = embedding_cache.read_cache(
-        embedding_cache.cached_paths(work, "efficientnet_lite0-224x336")
-    )
+    table = embedding_cache.read_cache(embedding_cache.cached_paths(work, teacher.DEFAULT_TEACHER))
     shas = table.column("sha256").to_pylist()
     assert len(shas) == len(set(shas)) == CANDIDATES
     assert manifest.checkpoint_paths(work, embedding_cache.checkpoint_stage(summary["model"])) == []
@@ -144,22 +143,16 @@ def test_a_retried_dedup_bundle_decides_each_candidate_once(fetched, tmp_path, m
     shutil.copytree(fetched / "w", tmp_path / "w")
     work = str(tmp_path / "w")
     unretried = dedup_stage.run_dedup(work, str(CAMSDD_ROOT))
-    expected = _decisions(work)
+    expected = dedup_decisions(work)
     decide = fail_first_attempts(monkeypatch, dedup_stage.DecideClusterDoFn, times=1)
     match = fail_first_attempts(monkeypatch, dedup_stage.MatchReferenceDoFn, times=1)
     report = dedup_stage.run_dedup(work, str(CAMSDD_ROOT), beam_args=RETRYING)
     assert len(decide) == len(match) == 1 and report["reconciled"]
-    assert _decisions(work) == expected and len(expected) == CANDIDATES
+    assert dedup_decisions(work) == expected and len(expected) == CANDIDATES
     assert report["inputs"] == unretried["inputs"] == CANDIDATES
     # The reference index is built once per worker process, though the DoFn that built
     # it failed and was replaced (Beam discards a DoFn instance that raised).
     assert report["beam_counters"]["reference_index_builds"] == 1
-
-
-def _decisions(work: str) -> list[dict]:
-    rows = manifest.read_stage(work, "dedup").to_pylist()
-    return sorted(({k: v for k, v in r.items() if k != "run_id"} for r in rows),
-                  key=lambda r: r["key"])  # fmt: skip
 
 
 def _chain(error: BaseException) -> list[BaseException]:
