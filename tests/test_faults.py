@@ -221,6 +221,7 @@ def test_a_killed_embed_resumes_without_losing_duplicating_or_embedding_again(
     vectors = dict(zip(shas, table.column("vector").to_pylist(), strict=True))
     assert all(vectors[sha] == vector for sha, vector in done.items())  # moved as computed
     assert manifest.checkpoint_paths(work, stage) == []  # cleared
+    assert not list((tmp_path / "w" / stage).glob("beam-temp-*"))  # the killed run's went
     again = camsdd("embed", "--work", "w", cwd=tmp_path)
     assert f": 0 embedded, {CANDIDATES} already cached, " in again.stdout, again.stderr
 

@@ -234,7 +234,12 @@ def run_embed(
     """
     work = workdir.absolute(work)
     with workdir.stage_run(work, STAGE):
-        summary = _run_embed(work, reference_root, spec, beam_args, batch_size)
+        # The cache's folder gets Beam's temporary files: an interrupted run's go too.
+        workdir.remove_beam_temp(work, embedding_cache.checkpoint_stage(spec))
+        try:
+            summary = _run_embed(work, reference_root, spec, beam_args, batch_size)
+        finally:
+            workdir.remove_beam_temp(work, embedding_cache.checkpoint_stage(spec))
     if summary["unreadable"]:
         shown = ", ".join(summary["unreadable_paths"][:5])
         more = len(summary["unreadable_paths"]) - 5
