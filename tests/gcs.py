@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import http
 import http.client
 import http.server
 import json
@@ -31,19 +32,50 @@ HOSTS = ("storage.googleapis.com", "www.googleapis.com")
 
 
 def _patch_emulator() -> None:
-    """The emulator crashes on zero-byte media uploads (``len(None)``): give it b""."""
+    """Two fixes to the emulator, applied once per process.
+
+    - It crashes on zero-byte media uploads (``len(None)``): give it b"".
+    - It ignores ``ifGenerationMatch`` on uploads; real GCS refuses the write with 412
+      when the object's generation differs (``0``: the object must not exist), checked
+      atomically. The work-dir lock relies on it, so the emulator does it here too.
+    """
+    from gcp_storage_emulator.exceptions import NotFound
     from gcp_storage_emulator.handlers import objects
 
     if getattr(objects, "_camsdd_patched", False):
         return
-    original = objects._media_upload
+    media, multipart = objects._media_upload, objects._multipart_upload
+    preconditions = threading.Lock()  # check and write as one step, as GCS does
+
+    def precondition_met(request, storage, name) -> bool:
+        wanted = request.query.get("ifGenerationMatch")
+        if not wanted:
+            return True
+        try:
+            current = str(storage.get_file_obj(request.params["bucket_name"], name)["generation"])
+        except NotFound:
+            current = "0"
+        return current == wanted[0]
+
+    def guarded(upload, name_of):
+        def run(request, response, storage):
+            with preconditions:
+                if precondition_met(request, storage, name_of(request)):
+                    return upload(request, response, storage)
+            response.status = http.HTTPStatus.PRECONDITION_FAILED
+            response.json({"error": {"code": 412, "message": "conditionNotMet"}})
+
+        return run
 
     def media_upload(request, response, storage):
         if request.data is None:
             request._data = b""
-        return original(request, response, storage)
+        return media(request, response, storage)
 
-    objects._media_upload = media_upload
+    objects._media_upload = guarded(media_upload, lambda r: r.query["name"][0])
+    objects._multipart_upload = guarded(
+        multipart, lambda r: r.query["name"][0] if "name" in r.query else r.data["meta"]["name"]
+    )
     objects._camsdd_patched = True
 
 

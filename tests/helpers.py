@@ -41,3 +41,12 @@ def run(
 def camsdd(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 900):
     """``camsdd ARGS`` with the venv's console script."""
     return run([str(BIN / "camsdd"), *args], cwd=cwd, env=env, timeout=timeout)
+
+
+def dedup_decisions(work: str) -> list[dict]:
+    """The dedup manifest's rows by key, without ``run_id``: what two runs must agree on."""
+    from pipeline.store import manifest
+
+    rows = manifest.read_stage(work, "dedup").to_pylist()
+    return sorted(({k: v for k, v in r.items() if k != "run_id"} for r in rows),
+                  key=lambda r: r["key"])  # fmt: skip

@@ -178,3 +178,56 @@ def test_two_fetches_on_one_gs_work_dir_the_second_refuses_and_a_killed_ones_loc
     names = gcs.names("bucket", "locks/fetch/")
     assert "locks/fetch/.lock" not in names
     assert not [n for n in names if "/checkpoint/" in n]
+
+
+def test_the_emulator_refuses_a_write_whose_generation_precondition_fails(gcs):
+    from google.api_core import exceptions
+
+    blob = gcs.client().bucket("bucket").blob("preconditions/object")
+    blob.upload_from_string(b"first", if_generation_match=0)
+    with pytest.raises(exceptions.PreconditionFailed):  # exists: not created again
+        gcs.client().bucket("bucket").blob(blob.name).upload_from_string(
+            b"second", if_generation_match=0
+        )
+    with pytest.raises(exceptions.PreconditionFailed):  # rewritten since read: refused
+        gcs.client().bucket("bucket").blob(blob.name).upload_from_string(
+            b"third", if_generation_match=blob.generation + 1
+        )
+    gcs.client().bucket("bucket").blob(blob.name).upload_from_string(
+        b"fourth", if_generation_match=blob.generation
+    )
+    assert gcs.client().bucket("bucket").blob(blob.name).download_as_bytes() == b"fourth"
+
+
+def test_runs_racing_for_a_gs_lock_exactly_one_gets_it(gcs, monkeypatch):
+    """Eight runs ask for one stage's lock at the same instant: one holds it, seven are
+    told who does (the lock object is created under ``ifGenerationMatch=0``)."""
+    import threading
+
+    from pipeline.store import workdir
+
+    for name, value in gcs.env.items():
+        monkeypatch.setenv(name, value)
+    work, racers = "gs://bucket/race", 8
+    start, done = threading.Barrier(racers), threading.Barrier(racers)
+    winners, refusals = [], []
+
+    def race() -> None:
+        start.wait()
+        try:
+            with workdir.stage_lock(work, "dedup"):
+                winners.append(threading.get_ident())
+                done.wait(timeout=60)  # held until every other racer has tried
+            return
+        except workdir.WorkDirError as error:
+            refusals.append(str(error))
+        done.wait(timeout=60)
+
+    threads = [threading.Thread(target=race) for _ in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(winners) == 1 and len(refusals) == racers - 1, (winners, refusals)
+    assert all(f"another `camsdd dedup` holds {work}/dedup/.lock" in r for r in refusals)
+    assert gcs.names("bucket", "race/") == []  # released

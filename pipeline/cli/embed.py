@@ -37,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
     )
     print(
         f"embed ({summary['model']}): {summary['embedded']} embedded, "
-        f"{summary['already_cached']} already cached, {summary['unreadable']} unreadable, "
+        f"{summary['already_cached']} already cached"
+        + (f" ({summary['resumed']} computed by an interrupted run)" if summary["resumed"] else "")
+        + f", {summary['unreadable']} unreadable, "
         f"{summary['seconds']} s ({summary['images_per_second']}/s, {summary['runtime']}); "
         f"cache: {summary['cache']}"
     )

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class RecordError(Exception):
     """A record that cannot go on, for a stated reason.
@@ -25,3 +27,20 @@ class RecordError(Exception):
 
 class UserError(Exception):
     """A command that cannot run as asked; the message names the file or option."""
+
+
+#: errno of a write the storage refused: full disk or quota, file too large (a size
+#: limit), read-only file system, no permission.
+REFUSED_WRITES = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+)
+
+
+def refused_write(error: BaseException | None) -> OSError | None:
+    """The OSError of a refused write behind ``error`` (through the exceptions Beam
+    wraps a DoFn's in), or None."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in REFUSED_WRITES:
+            return error
+        error = error.__cause__ or error.__context__
+    return None

@@ -18,6 +18,8 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
+from pipeline.core import errors
+
 #: Set before TensorFlow loads (inherited by Beam workers and the tfds subprocess).
 QUIET_ENVIRONMENT = {
     "TF_CPP_MIN_LOG_LEVEL": "3",
@@ -73,6 +75,9 @@ class _DropNoise(logging.Filter):
         # A user's error raised inside a Beam transform: Beam logs it with its traceback,
         # then the command prints it as one line (cli.main).
         if record.exc_info and _user_error_in(record.exc_info[1]):
+            return False
+        # A write the work dir refused (full disk …): the stage says it in one line.
+        if record.exc_info and errors.refused_write(record.exc_info[1]) is not None:
             return False
         return not any(text in message for text in _NOISE)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import Metrics
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.utils import shared
 
 from pipeline.core import dedup, hamming, lsh, schema
 from pipeline.models import teacher
@@ -57,28 +59,44 @@ SCHEMA = pa.schema(
 )
 
 
+class ReferenceIndex:
+    """The labeled images' hash codes and normalized vectors, ready to match batches."""
+
+    def __init__(self, reference: list[dict[str, Any]], ref_vectors: dict[str, Any]):
+        Metrics.counter(NAMESPACE, "reference_index_builds").inc()
+        self.refs = reference
+        self.codes = dedup.reference_codes(reference)
+        self.sha = {r["sha256"]: i for i, r in enumerate(reference)}
+        self.vector_refs = [r for r in reference if r["key"] in ref_vectors]
+        self.vectors = (
+            dedup.normalize_rows(np.stack([ref_vectors[r["key"]] for r in self.vector_refs]))
+            if self.vector_refs
+            else None
+        )
+
+
 class MatchReferenceDoFn(beam.DoFn):
-    """A batch of candidates → (key, [(split, Match)]) for those matching a labeled image."""
+    """A batch of candidates → (key, [(split, Match)]) for those matching a labeled image.
+
+    The reference index is built once per worker process (``beam.utils.shared``), from
+    the side inputs of the first batch, and shared by the process's DoFn instances
+    (threads, and those that replace an instance after a failed bundle).
+    """
 
     def __init__(self, config: dedup.DedupConfig):
         self.config = config
-        self._built_for = None
+        self._shared = shared.Shared()
+        self._tag = uuid.uuid4().hex  # this pipeline's reference: never another run's
 
-    def _build(self, reference: list[dict[str, Any]], ref_vectors: dict[str, Any]) -> None:
-        self._refs = reference
-        self._codes = dedup.reference_codes(reference)
-        self._sha = {r["sha256"]: i for i, r in enumerate(reference)}
-        self._vector_refs = [r for r in reference if r["key"] in ref_vectors]
-        self._vectors = (
-            dedup.normalize_rows(np.stack([ref_vectors[r["key"]] for r in self._vector_refs]))
-            if self._vector_refs
-            else None
-        )
-        self._built_for = id(reference)
+    def setup(self) -> None:
+        self._index: ReferenceIndex | None = None
 
     def process(self, batch, reference, ref_vectors):
-        if self._built_for != id(reference):
-            self._build(reference, ref_vectors)
+        if self._index is None:
+            self._index = self._shared.acquire(
+                lambda: ReferenceIndex(reference, ref_vectors), tag=self._tag
+            )
+        index = self._index
         found: dict[str, list[tuple[str, dedup.Match]]] = {}
 
         def add(row, ref, kind, distance):
@@ -88,21 +106,21 @@ class MatchReferenceDoFn(beam.DoFn):
 
         for row in batch:
             for column in ("source_sha256", "sha256"):
-                if row.get(column) in self._sha:
-                    add(row, self._refs[self._sha[row[column]]], "sha256", 0)
-        if len(self._refs):
-            hits = dedup.hash_matches(dedup.probe_codes(batch), self._codes, self.config.radius)
+                if row.get(column) in index.sha:
+                    add(row, index.refs[index.sha[row[column]]], "sha256", 0)
+        if len(index.refs):
+            hits = dedup.hash_matches(dedup.probe_codes(batch), index.codes, self.config.radius)
             for left, right, distance in zip(hits.left, hits.right, hits.distance, strict=True):
-                add(batch[left], self._refs[right], "phash", distance)
-        if self._vectors is not None and self.config.embeddings:
+                add(batch[left], index.refs[right], "phash", distance)
+        if index.vectors is not None and self.config.embeddings:
             with_vectors = [r for r in batch if r.get("embedding") is not None]
             if with_vectors:
                 queries = dedup.normalize_rows(np.stack([r["embedding"] for r in with_vectors]))
                 left, right, sims = dedup.cosine_matches(
-                    queries, self._vectors, self.config.min_cosine
+                    queries, index.vectors, self.config.min_cosine
                 )
                 for i, j, sim in zip(left, right, sims, strict=True):
-                    add(with_vectors[i], self._vector_refs[j], "embedding", round(1 - sim, 4))
+                    add(with_vectors[i], index.vector_refs[j], "embedding", round(1 - sim, 4))
         yield from found.items()
 
 

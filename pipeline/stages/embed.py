@@ -4,15 +4,20 @@
 
   W/fetch/manifest (kept: sha256, image_path)    W/reference (labeled files: sha256, path)
                   \\                                  /
-                   CoGroupByKey(sha256) with the cache: only images not yet embedded
+                   CoGroupByKey(sha256) with the cache and a killed run's checkpoint:
+                   │   checkpointed, not cached ─► resumed (moved into the cache as is)
+                   ▼   only images not yet embedded
                    → RunInference(TeacherModelHandler, batches of paths: each read and
                      decoded in the LiteRT lane that embeds it, with the teacher
                      converted once to W/embed/<model id>/*.tflite; or Keras)
-                   → W/embed/<model id>/vectors-<run>-*.parquet (appended to the cache)
+                   → CheckpointDoFn (W/embed/<model id>/checkpoint/part-*)
+                   → Flatten(resumed) → W/embed/<model id>/vectors-<run>-*.parquet
                      + unreadable paths (reported)
 
 Runs after fetch and before dedup, so dedup's embedding matches and pseudolabel's
-heads read the same vectors: nothing is embedded twice.
+heads read the same vectors: nothing is embedded twice. A killed run keeps what it
+computed in checkpoint parts; the next run moves those vectors into the cache (one row
+per image, whatever was checkpointed twice) and a run that completes deletes the parts.
 
 An ensemble teacher (``--teacher a+b``) embeds with each backbone into its own cache
 (as above: a backbone used before embeds nothing again), then joins them::
@@ -45,6 +50,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.core import images, schema
 from pipeline.core.errors import UserError
 from pipeline.models import teacher, teacher_runtime
+from pipeline.stages import checkpoint
 from pipeline.stages import options as beam_options
 from pipeline.stages import reference as reference_stage
 from pipeline.store import embedding_cache, image_store, manifest, workdir
@@ -52,6 +58,7 @@ from pipeline.store import embedding_cache, image_store, manifest, workdir
 NAMESPACE = "camsdd.embed"
 STAGE = "embed"
 UNREADABLE = "unreadable"
+RESUMED = "resumed"
 
 
 class UnreadableImagesError(UserError):
@@ -59,9 +66,16 @@ class UnreadableImagesError(UserError):
 
 
 def _new_only(element):
+    """Per image content: nothing (cached), its checkpointed vector (resumed), or to embed."""
     sha, grouped = element
     if grouped["cached"]:
-        Metrics.counter(NAMESPACE, "cached").inc()
+        if grouped["item"]:
+            Metrics.counter(NAMESPACE, "cached").inc()
+        return
+    if grouped["checkpoint"]:  # computed by a killed run: into the cache once
+        if grouped["item"]:
+            Metrics.counter(NAMESPACE, RESUMED).inc()
+        yield beam.pvalue.TaggedOutput(RESUMED, grouped["checkpoint"][0])
         return
     Metrics.counter(NAMESPACE, "to_embed").inc()
     yield sha, grouped["item"][0]
@@ -130,7 +144,11 @@ def build_pipeline(
     output_prefix: str,
     unreadable_prefix: str,
     handler: TeacherModelHandler,
+    checkpoint_paths: Sequence[str] = (),
+    checkpoint_stage: str | None = None,
 ) -> None:
+    """Wires embed; ``checkpoint_stage`` (``embedding_cache.checkpoint_stage``) checkpoints
+    new vectors as they come, ``checkpoint_paths`` are a killed run's parts to resume."""
     candidates = (
         pipeline
         | "FetchManifests" >> beam.Create(fetch_paths)
@@ -146,10 +164,23 @@ def build_pipeline(
         | "ReadCache" >> beam.io.ReadAllFromParquet(columns=["sha256"])
         | "KeyCached" >> beam.Map(lambda r: (r["sha256"], True))
     )
-    embedded = (
-        {"item": (candidates, labeled) | "AllImages" >> beam.Flatten(), "cached": cached_shas}
+    checkpointed = (
+        pipeline
+        | "CheckpointParts" >> beam.Create(list(checkpoint_paths))
+        | "ReadCheckpoint" >> beam.io.ReadAllFromParquet()
+        | "KeyCheckpoint" >> beam.Map(lambda r: (r["sha256"], r))
+    )
+    new = (
+        {
+            "item": (candidates, labeled) | "AllImages" >> beam.Flatten(),
+            "cached": cached_shas,
+            "checkpoint": checkpointed,
+        }
         | "JoinCache" >> beam.CoGroupByKey()
-        | "NewOnly" >> beam.FlatMap(_new_only)
+        | "NewOnly" >> beam.FlatMap(_new_only).with_outputs(RESUMED, main="new")
+    )
+    embedded = (
+        new.new
         | "Spread" >> beam.Reshuffle()
         | "Embed" >> RunInference(KeyedModelHandler(handler))
         | "ToRow" >> beam.FlatMap(_row).with_outputs(UNREADABLE, main="rows")
@@ -157,8 +188,18 @@ def build_pipeline(
     _ = embedded[UNREADABLE] | "WriteUnreadable" >> beam.io.WriteToText(
         unreadable_prefix, file_name_suffix=".txt"
     )
-    _ = embedded.rows | "Write" >> beam.io.WriteToParquet(
-        output_prefix, embedding_cache.SCHEMA, file_name_suffix=".parquet"
+    rows = embedded.rows
+    if checkpoint_stage:
+        rows = rows | "Checkpoint" >> beam.ParDo(
+            checkpoint.CheckpointDoFn(work, checkpoint_stage, embedding_cache.SCHEMA)
+        )
+    _ = (
+        (rows, new[RESUMED])
+        | "NewVectors" >> beam.Flatten()
+        | "Write"
+        >> beam.io.WriteToParquet(
+            output_prefix, embedding_cache.SCHEMA, file_name_suffix=".parquet"
+        )
     )
 
 
@@ -240,7 +281,12 @@ def run_embed(
     """
     work = workdir.absolute(work)
     with workdir.stage_run(work, STAGE):
-        summary = _run_embed(work, reference_root, spec, beam_args, batch_size)
+        # The cache's folder gets Beam's temporary files: an interrupted run's go too.
+        workdir.remove_beam_temp(work, embedding_cache.checkpoint_stage(spec))
+        try:
+            summary = _run_embed(work, reference_root, spec, beam_args, batch_size)
+        finally:
+            workdir.remove_beam_temp(work, embedding_cache.checkpoint_stage(spec))
     if summary["unreadable"]:
         shown = ", ".join(summary["unreadable_paths"][:5])
         more = len(summary["unreadable_paths"]) - 5
@@ -268,6 +314,12 @@ def _run_embed(
     run_id = manifest.new_run_id()
     output_prefix = FileSystems.join(embedding_cache.model_dir(work, spec), f"vectors-{run_id}")
     unreadable_prefix = FileSystems.join(manifest.stage_dir(work, STAGE), f"unreadable-{run_id}")
+    cached = embedding_cache.cached_paths(work, spec)
+    checkpoint_stage = embedding_cache.checkpoint_stage(spec)
+    checkpoint_paths = manifest.checkpoint_paths(work, checkpoint_stage)
+    manifest.check_readable(
+        cached + checkpoint_paths, "delete it to embed its images again (nothing else is lost)"
+    )
     options = PipelineOptions(beam_options.with_local_runner(list(beam_args)))
     with beam.Pipeline(options=options) as pipeline:
         build_pipeline(
@@ -275,11 +327,15 @@ def _run_embed(
             work=work,
             fetch_paths=latest_fetch[1],
             labeled=labeled,
-            cached=embedding_cache.cached_paths(work, spec),
+            cached=cached,
             output_prefix=output_prefix,
             unreadable_prefix=unreadable_prefix,
             handler=make_handler(work, spec, batch_size, beam_args),
+            checkpoint_paths=checkpoint_paths,
+            checkpoint_stage=checkpoint_stage,
         )
+    # Every checkpointed vector is in the cache now (written above, or already there).
+    manifest.clear_checkpoint(work, checkpoint_stage)
     counters = beam_options.counters(pipeline.result, NAMESPACE)
     seconds = time.monotonic() - started
     return {
@@ -287,7 +343,8 @@ def _run_embed(
         "runtime": teacher_runtime.runtime_of(spec),
         "cache": embedding_cache.model_dir(work, spec),
         "embedded": counters.get("embedded", 0),
-        "already_cached": counters.get("cached", 0),
+        "already_cached": counters.get("cached", 0) + counters.get(RESUMED, 0),
+        "resumed": counters.get(RESUMED, 0),
         "unreadable": counters.get(UNREADABLE, 0),
         "unreadable_paths": manifest.read_lines(unreadable_prefix + "*", delete=True),
         # Labeled files that are no image: the build skips them too (and says so).

@@ -165,7 +165,12 @@ def labeled_training(
 
 
 class ScoreDoFn(beam.DoFn):
-    """Batches of dedup rows (with ``embedding``) → rows with the keep rule's verdict."""
+    """Batches of dedup rows (with ``embedding``) → rows with the keep rule's verdict.
+
+    The rule (the K heads, prototypes, thresholds: a few MB) is pickled with the DoFn;
+    Beam unpickles a DoFn once per instance and reuses it for every bundle, so the
+    heads load once per worker thread, never per element or bundle.
+    """
 
     def __init__(self, rule: open_set.OpenSetRule, run_id: str):
         self._rule = rule

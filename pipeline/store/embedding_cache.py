@@ -4,7 +4,8 @@ One row per image *content* (``sha256`` of the stored 576×384 JPEG for a candid
 of the file for a labeled image) and its ``vector``. Append-only: each run embeds only
 images not yet cached, so reruns, threshold changes and later stages (dedup,
 pseudolabel, review) never recompute an embedding. A model id names the backbone and
-input size, so vectors of two teachers never mix.
+input size, so vectors of two teachers never mix. A running embed checkpoints what
+it computes (``checkpoint_stage``), so a killed run loses at most a few seconds.
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ def model_dir(work: str, model: str | Teacher) -> str:
 
 def cached_paths(work: str, model: str | Teacher) -> list[str]:
     return workdir.match(FileSystems.join(model_dir(work, model), "vectors-*.parquet"))
+
+
+def checkpoint_stage(model: str | Teacher) -> str:
+    """The ``stage`` under which a running embed checkpoints the vectors it has computed
+    (``manifest.write_checkpoint``): ``W/embed/<model id>/checkpoint/part-*.parquet``.
+
+    A killed run's parts are not in the cache yet; the next run moves their vectors
+    into it (each once) instead of computing them again.
+    """
+    return f"{STAGE}/{model_id_of(model)}"
 
 
 def read_cache(paths: Sequence[str], columns: list[str] | None = None) -> pa.Table:

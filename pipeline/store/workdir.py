@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.core import errors
 from pipeline.core.errors import UserError
 
 
@@ -137,8 +138,9 @@ def stage_lock(work: str, stage: str, name: str | None = None) -> Iterator[None]
 
     Local work dirs use ``flock``: the kernel drops the lock when its process dies, so a
     killed run never leaves it stuck. On ``gs://`` the lock is a small object naming its
-    holder; one left by a dead process on this host is taken over, one from another host
-    must be deleted by hand (the message says which file).
+    holder, created atomically (a GCS generation precondition: of two runs starting at
+    once, one gets it); one left by a dead process on this host is taken over, one from
+    another host must be deleted by hand (the message says which file).
     """
     directory = FileSystems.join(work, stage)
     path = FileSystems.join(directory, f".lock-{name}" if name else ".lock")
@@ -182,22 +184,111 @@ def stage_lock(work: str, stage: str, name: str | None = None) -> Iterator[None]
         handle.close()
 
 
+class _GcsObject:
+    """One ``gs://`` object written and deleted under GCS generation preconditions.
+
+    ``create`` succeeds for one writer only (``ifGenerationMatch=0``: the object must
+    not exist), ``replace`` only if nobody rewrote it since it was read; GCS checks
+    both atomically, so two runs racing for a lock cannot both get it.
+    """
+
+    def __init__(self, path: str):
+        from apache_beam.io.gcp import gcsio
+
+        bucket, name = path[len("gs://") :].split("/", 1)
+        self.blob = gcsio.GcsIO().client.bucket(bucket).blob(name)
+
+    def _write(self, data: bytes, generation: int) -> int | None:
+        from google.api_core import exceptions
+
+        try:
+            self.blob.upload_from_string(data, if_generation_match=generation)
+        except exceptions.PreconditionFailed:
+            return None
+        return self.blob.generation
+
+    def create(self, data: bytes) -> int | None:
+        """The new object's generation, or None if the object exists."""
+        return self._write(data, 0)
+
+    def replace(self, data: bytes, generation: int) -> int | None:
+        """The new generation, or None if the object is no longer at ``generation``."""
+        return self._write(data, generation)
+
+    def read(self) -> tuple[bytes, int] | None:
+        from google.api_core import exceptions
+
+        try:
+            return self.blob.download_as_bytes(), self.blob.generation
+        except exceptions.NotFound:
+            return None
+
+    def delete(self, generation: int) -> None:
+        """Deletes the object if it is still at ``generation`` (still ours)."""
+        from google.api_core import exceptions
+
+        with contextlib.suppress(exceptions.NotFound, exceptions.PreconditionFailed):
+            self.blob.delete(if_generation_match=generation)
+
+
 @contextlib.contextmanager
 def _remote_lock(path: str, command: str, me: dict) -> Iterator[None]:
+    """On ``gs://``: created only if absent, taken over only if unchanged since read
+    (GCS preconditions, atomic). Other remote schemes: check, then write (two runs
+    starting within the same moment could both pass the check)."""
+    data = json.dumps(me).encode()
+    if not path.startswith("gs://"):
+        with _checked_then_written(path, command, me, data):
+            yield
+        return
+    lock = _GcsObject(path)
+    generation = lock.create(data)
+    while generation is None:  # held: by a live run, or left by a dead one
+        found = lock.read()
+        if found is None:  # released meanwhile
+            generation = lock.create(data)
+            continue
+        holder = _holder(found[0])
+        if not _stale(holder, me):
+            raise _held(path, command, holder)
+        generation = lock.replace(data, found[1])
+        if generation is None:
+            continue  # another run took it over first: read again
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            lock.delete(generation)
+
+
+def _held(path: str, command: str, holder: dict) -> WorkDirError:
+    return WorkDirError(
+        f"another `{command}` holds {path} ({_describe(holder)}); if that run "
+        "is dead, delete the file and start again"
+    )
+
+
+def _holder(data: bytes) -> dict:
+    try:
+        return json.loads(data.decode() or "{}")
+    except ValueError:
+        return {}
+
+
+def _stale(holder: dict, me: dict) -> bool:
+    """A lock left by a dead process of this host."""
+    return holder.get("host") == me["host"] and not _alive(int(holder.get("pid", 0)))
+
+
+@contextlib.contextmanager
+def _checked_then_written(path: str, command: str, me: dict, data: bytes) -> Iterator[None]:
     if FileSystems.exists(path):
         with FileSystems.open(path) as handle:
-            try:
-                holder = json.loads(handle.read().decode() or "{}")
-            except ValueError:
-                holder = {}
-        stale = holder.get("host") == me["host"] and not _alive(int(holder.get("pid", 0)))
-        if not stale:
-            raise WorkDirError(
-                f"another `{command}` holds {path} ({_describe(holder)}); if that run "
-                "is dead, delete the file and start again"
-            )
+            holder = _holder(handle.read())
+        if not _stale(holder, me):
+            raise _held(path, command, holder)
     with FileSystems.create(path) as handle:
-        handle.write(json.dumps(me).encode())
+        handle.write(data)
     try:
         yield
     finally:
@@ -236,12 +327,36 @@ def _temp_folder(work: str, stage: str, path: str) -> str:
     return prefix + path[len(prefix) :].split("/", 1)[0]
 
 
+def refused_write(error: BaseException) -> OSError | None:
+    """The OSError of a refused write behind ``error``, or None (also when a WorkDirError
+    already says it)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, WorkDirError):
+            return None
+        seen = seen.__cause__ or seen.__context__
+    return errors.refused_write(error)
+
+
 @contextlib.contextmanager
 def stage_run(work: str, stage: str) -> Iterator[None]:
-    """The stage lock, with leftovers of interrupted runs removed on entry and on exit."""
+    """The stage lock, with leftovers of interrupted runs removed on entry and on exit.
+
+    A write the work dir refuses anywhere in the run (a Beam sink's file, a report)
+    stops it with the one-line ``unwritable`` error, as the stage's own writes do. A
+    stage replaces its previous manifest only after the new one is complete, so that
+    manifest is still there.
+    """
     with stage_lock(work, stage):
         remove_beam_temp(work, stage)
         try:
             yield
+        except Exception as error:
+            refused = refused_write(error)
+            if refused is None:
+                raise
+            path = refused.filename or FileSystems.join(work, stage)
+            raise unwritable(os.fspath(path), refused) from error
         finally:
-            remove_beam_temp(work, stage)
+            with contextlib.suppress(Exception):  # a full disk must not hide the error
+                remove_beam_temp(work, stage)
