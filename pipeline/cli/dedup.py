@@ -47,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="match on hashes only, even when embeddings are cached",
     )
+    common.add_teacher_arguments(parser, "the backbone whose cached embeddings to use: ")
     parser.set_defaults(func=run, accepts_beam_options=True)
 
 
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.stages import dedup as dedup_stage
     from pipeline.store import manifest
 
-    report = dedup_stage.run_dedup(args.work, args.reference, config, args.beam_args)
+    report = dedup_stage.run_dedup(
+        args.work, args.reference, config, args.beam_args, common.teacher_spec(args)
+    )
     print(dedup_report.render_text(report))
     return manifest.print_locations(report)

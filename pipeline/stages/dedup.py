@@ -219,6 +219,30 @@ def _join(element):
     yield cluster, (rows[0], matches[0] if matches else [])
 
 
+class MeanVectorFn(beam.CombineFn):
+    """The mean of equal-length vectors (None for none)."""
+
+    def create_accumulator(self):
+        return None, 0
+
+    def add_input(self, accumulator, vector):
+        total, count = accumulator
+        vector = np.asarray(vector, np.float64)
+        return (vector if total is None else total + vector), count + 1
+
+    def merge_accumulators(self, accumulators):
+        total, count = None, 0
+        for part, n in accumulators:
+            if part is not None:
+                total = part if total is None else total + part
+            count += n
+        return total, count
+
+    def extract_output(self, accumulator):
+        total, count = accumulator
+        return None if total is None else total / count
+
+
 def build_pipeline(
     pipeline: beam.Pipeline,
     *,
@@ -274,9 +298,16 @@ def build_pipeline(
     )
     edge_sources = [hash_edges, digest_edges]
     if use_vectors:
+        # The hyperplanes cut through the pool's mean (pipeline.core.lsh): else buckets fill.
+        pool_mean = beam.pvalue.AsSingleton(
+            candidates
+            | "EmbeddingVectors"
+            >> beam.FlatMap(lambda r: [] if r["embedding"] is None else [r["embedding"]])
+            | "PoolMean" >> beam.CombineGlobally(MeanVectorFn())
+        )
         edge_sources.append(
             candidates
-            | "EmbeddingBuckets" >> beam.FlatMap(lsh.lsh_buckets)
+            | "EmbeddingBuckets" >> beam.FlatMap(lsh.lsh_buckets, pool_mean)
             | "GroupEmbeddingBuckets" >> beam.GroupByKey()
             | "VerifyEmbeddingBuckets" >> beam.FlatMap(lsh.verify_bucket, config.min_cosine)
         )
