@@ -100,6 +100,18 @@ def test_topk_ece_and_label_issue_ranking_by_hand():
     assert list(pl.label_issues(p, y)) == [2, 0]
 
 
+def test_folds_when_no_class_fills_every_fold():
+    y = np.repeat(np.arange(10), 3)  # 3 images per class, K = 4
+    ids = pl.fold_ids(y, 4)
+    assert set(ids.tolist()) == {0, 1, 2, 3}
+    for c in range(10):  # a class's images land in distinct folds
+        assert len(set(ids[y == c].tolist())) == 3
+    np.testing.assert_array_equal(ids, pl.fold_ids(y, 4))  # seeded
+    assert np.bincount(ids).max() - np.bincount(ids).min() <= 1  # folds balanced
+    kfold = pl.train_kfold(np.random.default_rng(0).standard_normal((30, 8)), y)
+    assert kfold.oof.shape == (30, pl.NUM_CLASSES)
+
+
 def test_folds_are_stratified_seeded_and_tolerate_thin_classes():
     y = np.array([0] * 8 + [1] * 8 + [2] * 2)
     a = pl.fold_ids(y, 4, seed=1)

@@ -195,6 +195,13 @@ def fold_ids(y: np.ndarray, folds: int, seed: int = 2021) -> np.ndarray:
     if len(y) < folds:
         raise ValueError(f"{len(y)} labeled images cannot be split into {folds} folds")
     ids = np.empty(len(y), np.int64)
+    if np.bincount(y).max() < folds:  # sklearn refuses when no class fills every fold
+        rng, offset = np.random.default_rng(seed), 0
+        for c in np.unique(y):
+            mine = rng.permutation(np.flatnonzero(y == c))
+            ids[mine] = (offset + np.arange(len(mine))) % folds
+            offset += len(mine)
+        return ids
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
