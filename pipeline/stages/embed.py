@@ -134,6 +134,16 @@ def _row(element):
     yield {"sha256": sha, "vector": [float(v) for v in result.inference]}
 
 
+def _cached_shas(pipeline: beam.Pipeline, cached: list[str]):
+    """(sha256, True) for every image already in the cache shards ``cached``."""
+    return (
+        pipeline
+        | "CacheShards" >> beam.Create(cached)
+        | "ReadCache" >> beam.io.ReadAllFromParquet(columns=["sha256"])
+        | "KeyCached" >> beam.Map(lambda r: (r["sha256"], True))
+    )
+
+
 def build_pipeline(
     pipeline: beam.Pipeline,
     *,
@@ -158,12 +168,7 @@ def build_pipeline(
         >> beam.Map(lambda r: (r["sha256"], workdir.resolve(work, r["image_path"])))
     )
     labeled = pipeline | "ListLabeled" >> beam.Create(labeled)
-    cached_shas = (
-        pipeline
-        | "CacheShards" >> beam.Create(cached)
-        | "ReadCache" >> beam.io.ReadAllFromParquet(columns=["sha256"])
-        | "KeyCached" >> beam.Map(lambda r: (r["sha256"], True))
-    )
+    cached_shas = _cached_shas(pipeline, cached)
     checkpointed = (
         pipeline
         | "CheckpointParts" >> beam.Create(list(checkpoint_paths))
@@ -229,12 +234,7 @@ def build_join_pipeline(
             | f"ReadPart{i}" >> beam.io.ReadAllFromParquet()
             | f"KeyPart{i}" >> beam.Map(lambda r: (r["sha256"], r["vector"]))
         )
-    keyed["cached"] = (
-        pipeline
-        | "CacheShards" >> beam.Create(cached)
-        | "ReadCache" >> beam.io.ReadAllFromParquet(columns=["sha256"])
-        | "KeyCached" >> beam.Map(lambda r: (r["sha256"], True))
-    )
+    keyed["cached"] = _cached_shas(pipeline, cached)
     _ = (
         keyed
         | "JoinParts" >> beam.CoGroupByKey()
