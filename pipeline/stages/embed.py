@@ -59,6 +59,8 @@ NAMESPACE = "camsdd.embed"
 STAGE = "embed"
 UNREADABLE = "unreadable"
 RESUMED = "resumed"
+#: Images per RunInference call (``--batch-size``).
+DEFAULT_BATCH = 32
 
 
 class UnreadableImagesError(UserError):
@@ -95,20 +97,22 @@ class TeacherModelHandler(ModelHandler[str, PredictionResult, Any]):
     def __init__(
         self,
         spec: teacher.TeacherSpec,
-        max_batch_size: int = 32,
+        max_batch_size: int = DEFAULT_BATCH,
         tflite_path: str | None = None,
         threads: int | None = None,
         share: int = 1,
+        lanes: int | None = None,
     ):
         self.spec = spec
         self.max_batch_size = max_batch_size
         self.tflite_path = tflite_path
         self.threads = threads
         self.share = share
+        self.lanes = lanes
 
     def load_model(self):
         threads = self.threads or teacher_runtime.threads_for(self.share)
-        return teacher_runtime.load(self.spec, self.tflite_path, threads)
+        return teacher_runtime.load(self.spec, self.tflite_path, threads, self.lanes)
 
     def run_inference(self, batch, model, inference_args=None) -> Iterable[PredictionResult]:
         vectors = model.embed(batch, image_store.read_pixels)
@@ -272,7 +276,7 @@ def run_embed(
     reference_root: str | None = None,
     spec: teacher.TeacherSpec = teacher.DEFAULT_TEACHER,
     beam_args: Sequence[str] = (),
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH,
 ) -> dict[str, Any]:
     """Embeds what is not cached yet; returns counts and the cache location.
 
