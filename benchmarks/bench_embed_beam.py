@@ -56,6 +56,10 @@ from pipeline.store import image_store  # noqa: E402
 BATCH = 32
 LIMIT_LANES = "LiteRT limit: lanes x 1 thread"
 LIMIT_ONE = "LiteRT limit: 1 x all threads"
+KERAS_EAGER = "Keras eager (today)"
+KERAS_FUNCTION = "Keras tf.function"
+#: The paths timed on ``--keras-images`` only.
+KERAS_PATHS = (KERAS_EAGER, KERAS_FUNCTION)
 
 
 def to_array(item):
@@ -144,8 +148,8 @@ def main() -> None:
         "(about its fixed start-up)"
     )
     paths = {
-        "Keras eager (today)": lambda: batched(keras_items, keras_teacher),
-        "Keras tf.function": lambda: batched(keras_items, tf_function),
+        KERAS_EAGER: lambda: batched(keras_items, keras_teacher),
+        KERAS_FUNCTION: lambda: batched(keras_items, tf_function),
         "LiteRT direct": lambda: embedded(items, litert),
         "LiteRT in Beam": lambda: through_beam(items, handler),
         LIMIT_LANES: lambda: tight_loop(frames, litert),
@@ -167,7 +171,7 @@ def main() -> None:
             count = run()
             seconds = time.perf_counter() - started
             cpu_ms[name].append((time.process_time() - cpu_started) / count * 1000)
-            assert count == (len(keras_items) if "Keras" in name else len(items)), (name, count)
+            assert count == (len(keras_items) if name in KERAS_PATHS else len(items)), name
             rates[name].append(count / seconds)
             print(
                 f"  repeat {repeat + 1}: {name:<32} {count / seconds:7.1f} images/s "
@@ -183,10 +187,10 @@ def main() -> None:
     limit = max(median[LIMIT_LANES], median[LIMIT_ONE])
     print(
         f"\nLiteRT limit: {limit:.1f} images/s (the better of the two tight loops)\n"
-        f"Beam / Keras eager: {beam_rate / median['Keras eager (today)']:.2f}x (goal >= 4)\n"
+        f"Beam / Keras eager: {beam_rate / median[KERAS_EAGER]:.2f}x (goal >= 4)\n"
         f"Beam / LiteRT limit: {beam_rate / limit:.0%} (goal >= 80%)\n"
         f"direct / LiteRT limit: {median['LiteRT direct'] / limit:.0%}\n"
-        f"LiteRT direct / tf.function: {median['LiteRT direct'] / median['Keras tf.function']:.2f}x"
+        f"LiteRT direct / tf.function: {median['LiteRT direct'] / median[KERAS_FUNCTION]:.2f}x"
     )
 
 
