@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from pipeline.core import classes
 from pipeline.core.errors import UserError
-from pipeline.store import workdir
+from pipeline.store import parquet_io, workdir
 
 PATH = ("review", "corrections.parquet")
 ACCEPT, REJECT, RELABEL = "accept", "reject", "relabel"
@@ -53,7 +53,7 @@ def read(work: str) -> list[dict[str, Any]]:
     if not workdir.exists(location):
         return []
     try:
-        rows = pq.read_table(io.BytesIO(workdir.read_bytes(location))).to_pylist()
+        rows = parquet_io.table_from_bytes(workdir.read_bytes(location)).to_pylist()
     except Exception as error:  # pyarrow raises several types for damaged files
         raise CorrectionsError(f"{location} is not a readable Parquet file ({error})") from None
     bad = [f"{r.get('key')}: {problem}" for r in rows for problem in _problems(r)]

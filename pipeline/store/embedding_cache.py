@@ -10,16 +10,14 @@ it computes (``checkpoint_stage``), so a killed run loses at most a few seconds.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.store import workdir
+from pipeline.store import manifest, workdir
 
 STAGE = "embed"
 SCHEMA = pa.schema([("sha256", pa.string()), ("vector", pa.list_(pa.float32()))])
@@ -53,10 +51,7 @@ def checkpoint_stage(model: str | Teacher) -> str:
 
 
 def read_cache(paths: Sequence[str], columns: list[str] | None = None) -> pa.Table:
-    tables = []
-    for path in paths:
-        with FileSystems.open(path) as handle:
-            tables.append(pq.read_table(io.BytesIO(handle.read()), columns=columns))
+    tables = [manifest.read_parquet(path, columns) for path in paths]
     if not tables:
         return SCHEMA.empty_table() if columns is None else SCHEMA.empty_table().select(columns)
     return pa.concat_tables(tables)
@@ -77,8 +72,7 @@ def vectors_for(work: str, model: str | Teacher, shas: Sequence[str]) -> dict[st
     wanted = sorted(set(shas))
     found: dict[str, np.ndarray] = {}
     for path in cached_paths(work, model):
-        with FileSystems.open(path) as handle:
-            table = pq.read_table(io.BytesIO(handle.read()), filters=[("sha256", "in", wanted)])
+        table = manifest.read_parquet(path, filters=[("sha256", "in", wanted)])
         for sha, vector in zip(
             table.column("sha256").to_pylist(), table.column("vector").to_pylist(), strict=True
         ):

@@ -15,6 +15,7 @@ import json
 import re
 import sys
 import uuid
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +23,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.core.errors import UserError
-from pipeline.store import workdir
+from pipeline.store import parquet_io, workdir
 
 _SHARD = re.compile(
     r"manifest-(?P<run>\d{8}T\d{6}-[0-9a-f]{6})-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet$"
@@ -139,11 +140,14 @@ def delete_other_runs(work: str, stage: str, keep_run_id: str) -> int:
     return len(stale)
 
 
+def read_parquet(path: str, columns: list[str] | None = None, filters: Any = None) -> pa.Table:
+    """One Parquet file, local or ``gs://``, as a table (``parquet_io`` says why so)."""
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
+        return parquet_io.table_from_bytes(handle.read(), columns, filters)
+
+
 def read_table(paths: list[str], columns: list[str] | None = None) -> pa.Table:
-    tables = []
-    for path in paths:
-        with FileSystems.open(path) as handle:
-            tables.append(pq.read_table(io.BytesIO(handle.read()), columns=columns))
+    tables = [read_parquet(path, columns) for path in paths]
     return pa.concat_tables(tables) if tables else pa.table({})
 
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import sys
 
@@ -58,7 +57,7 @@ from etils import epath
 
 from pipeline.core import classes, dedup, images, schema
 from pipeline.core.errors import UserError
-from pipeline.store import camsdd_layout, corrections, manifest, reference, workdir
+from pipeline.store import camsdd_layout, corrections, manifest, parquet_io, reference, workdir
 
 from . import build_report
 
@@ -433,14 +432,12 @@ def read_extra_manifest(pointer: str) -> list[dict]:
     columns, unknown labels, images that are not there (all of them are listed), or
     a run that kept nothing.
     """
-    import pyarrow.parquet as pq
-
     rows = []
     paths = extra_manifest_paths(pointer)
     for path in paths:
         try:
             # Whole bytes, then pyarrow: reads the same from local disk and gs://.
-            table = pq.read_table(io.BytesIO(epath.Path(path).read_bytes()))
+            table = parquet_io.table_from_bytes(epath.Path(path).read_bytes())
         except Exception as error:  # pyarrow raises several types for damaged files
             raise ExtraManifestError(
                 f"{path} is not a readable Parquet manifest ({str(error).splitlines()[0]})"
