@@ -142,8 +142,7 @@ def delete_other_runs(work: str, stage: str, keep_run_id: str) -> int:
 
 def read_parquet(path: str, columns: list[str] | None = None, filters: Any = None) -> pa.Table:
     """One Parquet file, local or ``gs://``, as a table (``parquet_io`` says why so)."""
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
-        return parquet_io.table_from_bytes(handle.read(), columns, filters)
+    return parquet_io.table_from_bytes(workdir.read_bytes(path), columns, filters)
 
 
 def read_table(paths: list[str], columns: list[str] | None = None) -> pa.Table:
